@@ -1,0 +1,20 @@
+"""fastwin: fused Triton / CUDA kernels for Swin, UniFormer and ViT, behind drop-in PyTorch modules."""
+from . import ops
+from .dispatch import backends, get_backend, set_backend
+from .layers import WindowAttention
+from .models import create_model, list_models, load_checkpoint
+from .swap import swap
+from .version import __version__
+
+__all__ = [
+    "__version__",
+    "backends",
+    "create_model",
+    "get_backend",
+    "list_models",
+    "load_checkpoint",
+    "ops",
+    "set_backend",
+    "swap",
+    "WindowAttention",
+]

@@ -1,0 +1,1 @@
+"""Backend modules; see `fastwin.dispatch` for the interface each one implements."""

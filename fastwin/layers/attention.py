@@ -1,0 +1,34 @@
+"""Global multi-head self-attention module (ViT/DeiT/UniFormer SABlock), timm parameter names."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from .. import ops
+
+
+class Attention(nn.Module):
+    """`qkv` Linear -> `fastwin.ops.attention` -> `proj` Linear.
+
+    Args match timm's `Attention` / UniFormer's `Attention` (dim, num_heads, qkv_bias, qk_scale,
+    attn_drop, proj_drop). forward: [B, N, C] -> [B, N, C].
+    """
+
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = qk_scale or self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x):
+        p = self.attn_drop.p if self.training else 0.0
+        x = ops.attention(self.qkv(x), self.num_heads, self.scale, p)  # [B, N, C]
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}"

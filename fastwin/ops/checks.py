@@ -1,0 +1,93 @@
+"""Argument validation shared by the functional ops (SPEC §7).
+
+Every check runs in Python before any kernel launch and raises `ValueError` (bad shape or value) or
+`TypeError` (bad type, dtype or device) naming the argument, what was expected and what was given.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def tensor(name: str, t, ndim: Optional[int] = None, layout_hint: str = "") -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        hint = f" {layout_hint}" if layout_hint else ""
+        raise ValueError(f"{name} must have {ndim} dims{hint}, got shape {tuple(t.shape)}")
+    return t
+
+
+def optional_like(name: str, t, ref: torch.Tensor, ref_name: str, shape: Sequence[int]) -> Optional[torch.Tensor]:
+    """Check an optional companion tensor: shape, device and dtype equal to `ref`'s."""
+    if t is None:
+        return None
+    tensor(name, t)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    same_device(name, t, ref_name, ref)
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; cast one of them")
+    return t
+
+
+def same_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.device != ref.device:
+        raise TypeError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+
+
+def positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return v
+
+
+def pair(name: str, v, allow_zero: bool = False) -> Tuple[int, int]:
+    """An int or a pair of ints -> (a, b)."""
+    if isinstance(v, torch.Size):
+        v = tuple(v)
+    vals = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
+    if not isinstance(vals, (tuple, list)) or len(vals) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    lo = 0 if allow_zero else 1
+    if any(isinstance(x, bool) or not isinstance(x, int) or x < lo for x in vals):
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} ints, got {v!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def scale(v, head_dim: int) -> float:
+    if v is None:
+        return head_dim ** -0.5
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"scale must be a float or None, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise ValueError(f"scale must be finite (it would turn every logit into NaN/inf), got {v}")
+    return float(v)
+
+
+def dropout(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout_p must be a float in [0, 1), got {p!r}")
+    return float(p)
+
+
+def heads_and_dim(name: str, channels3: int, num_heads: int, shape) -> int:
+    """Head dim from the packed qkv channel count `3 * heads * d`."""
+    positive_int("num_heads", num_heads)
+    if channels3 % (3 * num_heads):
+        raise ValueError(
+            f"{name} last dim must be 3 * num_heads * head_dim; {channels3} is not divisible by "
+            f"3 * num_heads = {3 * num_heads} (shape {tuple(shape)})"
+        )
+    return channels3 // (3 * num_heads)
+
+
+def bias_table(t, qkv: torch.Tensor, window: Tuple[int, int], num_heads: int):
+    shape = ((2 * window[0] - 1) * (2 * window[1] - 1), num_heads)
+    return optional_like("rel_pos_bias_table", t, qkv, "qkv", shape)

@@ -1,0 +1,32 @@
+"""Depthwise convolution (UniFormer's position embedding and local aggregator)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def dwconv2d_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    residual: bool = False,
+    layout: str = "NCHW",
+) -> torch.Tensor:
+    """Depthwise conv, stride 1, same padding, odd kernel: `dwconv(x)` or `x + dwconv(x)`.
+
+    Args:
+        x: [B, C, H, W] for layout "NCHW" (any memory format), [B, H, W, C] for layout "NHWC".
+        weight: [C, 1, k, k].
+        bias: [C] or None.
+        residual: add the input to the result (UniFormer's dynamic position embedding).
+    Returns:
+        same shape and layout as `x`.
+    """
+    xin = x.permute(0, 3, 1, 2) if layout == "NHWC" else x
+    k = weight.shape[-1]
+    out = F.conv2d(xin, weight, bias, padding=k // 2, groups=xin.shape[1])
+    if residual:
+        out = out + xin
+    return out.permute(0, 2, 3, 1) if layout == "NHWC" else out

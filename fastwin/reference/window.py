@@ -1,0 +1,204 @@
+"""Swin window attention, written plainly with roll / pad / partition / reverse.
+
+Layouts:
+    qkv maps   [B, H, W, 3 * heads * d]   (the qkv Linear's output; channel order (3, heads, d))
+    windows    [B * nW, N, C]             N = Wh * Ww, window-major order of `window_partition`
+    bias table [(2*Wh-1) * (2*Ww-1), heads]
+
+Two pad/roll orders exist in the wild (SPEC §2):
+    "roll_pad" (timm, fastwin's models): roll the H x W map, then zero-pad bottom/right.
+    "pad_roll" (detection/segmentation code): zero-pad to Hp x Wp, then roll the padded map.
+In both, the shift mask is built over the padded Hp x Wp grid, and padded tokens are not masked:
+they enter attention with q/k/v equal to the qkv bias (the Linear applied to zeros).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+MASK_VALUE = -100.0  # the official Swin mask value (not -inf): masked logits still get tiny weight
+
+PAD_ORDERS = ("roll_pad", "pad_roll")
+
+
+def window_partition(x: torch.Tensor, window_size: Tuple[int, int]) -> torch.Tensor:
+    """Split a map into windows.
+
+    Args:
+        x: [B, H, W, C], H and W divisible by the window.
+        window_size: (Wh, Ww).
+    Returns:
+        [B * nW, Wh, Ww, C], windows in row-major order per image.
+    """
+    B, H, W, C = x.shape
+    wh, ww = window_size
+    x = x.view(B, H // wh, wh, W // ww, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh, ww, C)
+
+
+def window_reverse(windows: torch.Tensor, window_size: Tuple[int, int], H: int, W: int) -> torch.Tensor:
+    """Inverse of `window_partition`: [B * nW, Wh, Ww, C] -> [B, H, W, C]."""
+    wh, ww = window_size
+    C = windows.shape[-1]
+    x = windows.view(-1, H // wh, W // ww, wh, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_position_index_cpu(wh: int, ww: int) -> torch.Tensor:
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]  # [2, N, N]
+    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
+
+
+def relative_position_index(window_size: Tuple[int, int], device=None) -> torch.Tensor:
+    """Index into the bias table for every (query, key) pair of a window.
+
+    index[i, j] = (dy + Wh - 1) * (2*Ww - 1) + (dx + Ww - 1), with (dy, dx) = pos(i) - pos(j).
+
+    Returns:
+        [N, N] int64, N = Wh * Ww.
+    """
+    wh, ww = window_size
+    return _relative_position_index_cpu(int(wh), int(ww)).to(device)
+
+
+def relative_position_bias(table: torch.Tensor, window_size: Tuple[int, int]) -> torch.Tensor:
+    """Gather the per-head bias: table [(2Wh-1)(2Ww-1), heads] -> [heads, N, N]."""
+    n = window_size[0] * window_size[1]
+    index = relative_position_index(window_size, table.device)
+    return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+
+def region_ids(size: int, window: int, shift: int, device=None) -> torch.Tensor:
+    """Region id (0, 1, 2) of every row (or column) of a padded, shifted axis of length `size`.
+
+    Matches the official slices (0, -window), (-window, -shift), (-shift, None); when shift is 0
+    the official loop gives one region, and the formula's split falls on a window boundary, so the
+    resulting mask is identical.
+    """
+    i = torch.arange(size, device=device)
+    return (i >= size - window).long() + (i >= size - shift).long() if shift > 0 else torch.zeros_like(i)
+
+
+def shift_mask(
+    Hp: int, Wp: int, window_size: Tuple[int, int], shift_size: Tuple[int, int], device=None,
+    dtype=torch.float32,
+) -> Optional[torch.Tensor]:
+    """The shifted-window attention mask over a padded Hp x Wp map.
+
+    Returns:
+        [nW, N, N] with 0 inside a region and -100.0 across regions, or None if there is no shift.
+    """
+    if not any(shift_size):
+        return None
+    wh, ww = window_size
+    ids = region_ids(Hp, wh, shift_size[0], device)[:, None] * 3 + region_ids(Wp, ww, shift_size[1], device)[None, :]
+    ids = window_partition(ids[None, :, :, None], window_size).reshape(-1, wh * ww)  # [nW, N]
+    mask = ids[:, None, :] != ids[:, :, None]
+    return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill_(mask, MASK_VALUE)
+
+
+def _attend(q, k, v, attn_bias, scale, dropout_p):
+    """softmax((q * scale) @ k^T + attn_bias) @ v over the last two dims, via SDPA."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
+
+
+def window_attention_ref(
+    qkv: torch.Tensor,
+    num_heads: int,
+    window_size: Tuple[int, int],
+    rel_pos_bias_table: Optional[torch.Tensor] = None,
+    mask: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Multi-head attention inside given windows (the official `WindowAttention.forward`).
+
+    Args:
+        qkv: [B_, N, 3 * heads * d] with B_ = batch * nW, channel order (3, heads, d).
+        rel_pos_bias_table: [(2*Wh-1)*(2*Ww-1), heads] or None.
+        mask: [nW, N, N] added to the logits of window b_ % nW, or None.
+    Returns:
+        [B_, N, heads * d].
+    """
+    B_, N, C3 = qkv.shape
+    d = C3 // (3 * num_heads)
+    scale = d ** -0.5 if scale is None else scale
+    q, k, v = qkv.view(B_, N, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # each [B_, heads, N, d]
+    bias = None
+    if rel_pos_bias_table is not None:
+        bias = relative_position_bias(rel_pos_bias_table, window_size).to(q.dtype)  # [heads, N, N]
+    if mask is not None:
+        nW = mask.shape[0]
+        q, k, v = (t.reshape(B_ // nW, nW, num_heads, N, d) for t in (q, k, v))
+        m = mask.to(q.dtype)[:, None]  # [nW, 1, N, N]
+        bias = m if bias is None else bias + m
+    out = _attend(q, k, v, bias, scale, dropout_p)
+    return out.reshape(B_, num_heads, N, d).transpose(1, 2).reshape(B_, N, num_heads * d)
+
+
+def _pad_with_bias(x: torch.Tensor, Hp: int, Wp: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Zero-pad [B, H, W, C] to [B, Hp, Wp, C], then set padded tokens to `bias` (Linear of zeros)."""
+    B, H, W, C = x.shape
+    if Hp == H and Wp == W:
+        return x
+    x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+    if bias is not None:
+        pad = torch.ones(Hp, Wp, 1, device=x.device, dtype=x.dtype)
+        pad[:H, :W] = 0
+        x = x + pad * bias.to(x.dtype)
+    return x
+
+
+def shifted_window_attention_ref(
+    qkv: torch.Tensor,
+    num_heads: int,
+    window_size: Tuple[int, int],
+    shift_size: Tuple[int, int] = (0, 0),
+    rel_pos_bias_table: Optional[torch.Tensor] = None,
+    qkv_bias: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    pad_order: str = "roll_pad",
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Swin (shifted-)window attention on an un-partitioned qkv map.
+
+    Equivalent to: (roll, pad) or (pad, roll) -> partition -> window attention with the relative
+    position bias and the shift mask -> reverse -> (crop, roll back) or (roll back, crop).
+
+    Args:
+        qkv: [B, H, W, 3 * heads * d], the qkv projection of the *unpadded* normalized map.
+        window_size: (Wh, Ww), the effective window (already shrunk to the map if needed).
+        shift_size: (sh, sw), 0 <= s < window.
+        rel_pos_bias_table: [(2*Wh-1)*(2*Ww-1), heads] or None.
+        qkv_bias: [3 * heads * d] or None; the q/k/v of padded tokens.
+        pad_order: "roll_pad" (timm) or "pad_roll" (detection/segmentation code).
+    Returns:
+        [B, H, W, heads * d], at the un-shifted positions.
+    """
+    B, H, W, C3 = qkv.shape
+    wh, ww = window_size
+    sh, sw = shift_size
+    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
+    shifted = sh > 0 or sw > 0
+    if pad_order == "roll_pad":
+        x = torch.roll(qkv, shifts=(-sh, -sw), dims=(1, 2)) if shifted else qkv
+        x = _pad_with_bias(x, Hp, Wp, qkv_bias)
+    else:
+        x = _pad_with_bias(qkv, Hp, Wp, qkv_bias)
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if shifted else x
+    windows = window_partition(x, window_size).reshape(-1, wh * ww, C3)  # [B*nW, N, 3C]
+    mask = shift_mask(Hp, Wp, window_size, shift_size, device=qkv.device, dtype=qkv.dtype)
+    out = window_attention_ref(windows, num_heads, window_size, rel_pos_bias_table, mask, scale, dropout_p)
+    out = window_reverse(out.view(-1, wh, ww, out.shape[-1]), window_size, Hp, Wp)  # [B, Hp, Wp, C]
+    if pad_order == "roll_pad":
+        out = out[:, :H, :W]
+        out = torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if shifted else out
+    else:
+        out = torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if shifted else out
+        out = out[:, :H, :W]
+    return out.contiguous()
