@@ -26,7 +26,7 @@ log = logging.getLogger("fastwin.dispatch")
 
 BACKENDS = ("reference", "triton", "cuda", "cpp")
 CHOICES = ("auto",) + BACKENDS
-OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d")
+OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d", "dwconv_layernorm")
 
 # Order `auto` tries per device type. Kept in one table so measurements change one line.
 AUTO_ORDER = {

@@ -12,6 +12,7 @@ IMPLS = {
     "shifted_window_attention": reference.shifted_window_attention_ref,
     "attention": reference.attention_ref,
     "dwconv2d": reference.dwconv2d_ref,
+    "dwconv_layernorm": reference.dwconv_layernorm_ref,
 }
 
 

@@ -15,7 +15,7 @@ from . import checks
 
 IntOrPair = Union[int, Tuple[int, int]]
 
-__all__ = ["shifted_window_attention", "window_attention", "attention", "dwconv2d", "last_backend"]
+__all__ = ["shifted_window_attention", "window_attention", "attention", "dwconv2d", "dwconv_layernorm", "last_backend"]
 
 _last = {"backend": None}
 
@@ -176,6 +176,18 @@ def dwconv2d(
     Returns:
         same shape and layout as `x`.
     """
+    _check_dwconv(x, weight, bias, layout)
+    if not isinstance(residual, bool):
+        raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+    k = weight.shape[-1]
+    channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
+    params = dict(kernel_size=k, layout=layout, channels_last=channels_last, residual=residual)
+    grad = _needs_grad(x, weight, bias)
+    return _run("dwconv2d", x, grad, params, x, weight, bias, residual, layout)
+
+
+def _check_dwconv(x, weight, bias, layout) -> int:
+    """Validate depthwise-conv arguments; returns the channel count."""
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     checks.tensor("x", x, 4, "[B, C, H, W]" if layout == "NCHW" else "[B, H, W, C]")
@@ -193,9 +205,36 @@ def dwconv2d(
     if weight.dtype != x.dtype:
         raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
     checks.optional_like("bias", bias, x, "x", (channels,))
-    if not isinstance(residual, bool):
-        raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+    return channels
+
+
+def dwconv_layernorm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    ln_weight: Optional[torch.Tensor],
+    ln_bias: Optional[torch.Tensor],
+    eps: float = 1e-6,
+    layout: str = "NCHW",
+):
+    """UniFormer SABlock entry in one pass: `t = flatten(x + dwconv(x))`, `n = LayerNorm(t)`.
+
+    Args:
+        x: [B, C, H, W] ("NCHW", contiguous or channels-last) or [B, H, W, C] ("NHWC").
+        weight: [C, 1, k, k], k odd; bias: [C] or None (the position-embedding conv).
+        ln_weight, ln_bias: [C] or None (the LayerNorm's affine parameters).
+        eps: LayerNorm epsilon (UniFormer uses 1e-6).
+        layout: "NCHW" or "NHWC".
+
+    Returns:
+        (tokens, normed), both [B, H*W, C]: the residual stream and its LayerNorm.
+    """
+    channels = _check_dwconv(x, weight, bias, layout)
+    checks.optional_like("ln_weight", ln_weight, x, "x", (channels,))
+    checks.optional_like("ln_bias", ln_bias, x, "x", (channels,))
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive float, got {eps!r}")
     channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
-    params = dict(kernel_size=k, layout=layout, channels_last=channels_last, residual=residual)
-    grad = _needs_grad(x, weight, bias)
-    return _run("dwconv2d", x, grad, params, x, weight, bias, residual, layout)
+    params = dict(kernel_size=weight.shape[-1], layout=layout, channels_last=channels_last)
+    grad = _needs_grad(x, weight, bias, ln_weight, ln_bias)
+    return _run("dwconv_layernorm", x, grad, params, x, weight, bias, ln_weight, ln_bias, float(eps), layout)

@@ -4,7 +4,7 @@ This package imports only torch. Every function documents its shapes; every fast
 compute the same function (SPEC §2, §5).
 """
 from .attention import attention_ref
-from .conv import dwconv2d_ref
+from .conv import dwconv2d_ref, dwconv_layernorm_ref
 from .window import (
     relative_position_index,
     shift_mask,
@@ -17,6 +17,7 @@ from .window import (
 __all__ = [
     "attention_ref",
     "dwconv2d_ref",
+    "dwconv_layernorm_ref",
     "relative_position_index",
     "shift_mask",
     "shifted_window_attention_ref",

@@ -30,3 +30,27 @@ def dwconv2d_ref(
     if residual:
         out = out + xin
     return out.permute(0, 2, 3, 1) if layout == "NHWC" else out
+
+
+def dwconv_layernorm_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    ln_weight: Optional[torch.Tensor],
+    ln_bias: Optional[torch.Tensor],
+    eps: float = 1e-6,
+    layout: str = "NCHW",
+):
+    """UniFormer SABlock entry: position embedding + residual, flatten to tokens, LayerNorm.
+
+    Args:
+        x: [B, C, H, W] ("NCHW", any memory format) or [B, H, W, C] ("NHWC").
+        weight: [C, 1, k, k]; bias: [C] or None (the position-embedding conv).
+        ln_weight, ln_bias: [C] or None (norm1); eps: LayerNorm epsilon.
+    Returns:
+        (tokens, normed): both [B, H*W, C]; tokens = flatten(x + dwconv(x)) is the residual stream,
+        normed = LayerNorm(tokens) feeds the qkv projection.
+    """
+    y = dwconv2d_ref(x, weight, bias, residual=True, layout=layout)
+    tokens = y.flatten(2).transpose(1, 2) if layout == "NCHW" else y.flatten(1, 2)
+    return tokens, F.layer_norm(tokens, (tokens.shape[-1],), ln_weight, ln_bias, eps)

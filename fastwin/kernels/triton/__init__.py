@@ -1,0 +1,1 @@
+"""Triton kernels. Import only where triton is installed (the backend module checks first)."""
