@@ -135,7 +135,8 @@ class set_backend:
         return False
 
 
-def _supports(name: str, call: Call) -> Optional[str]:
+def why_not(name: str, call: Call) -> Optional[str]:
+    """None if backend `name` is available and takes `call`, else the reason it does not."""
     reason = unavailable_reason(name)
     if reason is None:
         mod = _module(name)
@@ -148,12 +149,12 @@ def select(call: Call) -> Tuple[str, Callable]:
     choice = _state.backend
     if choice == "auto":
         for name in AUTO_ORDER.get(call.device.type, ("reference",)):
-            reason = _supports(name, call)
+            reason = why_not(name, call)
             if reason is None:
                 return name, _module(name).IMPLS[call.op]
             log.debug("auto: %s skipped for %s: %s", name, call.op, reason)
         return "reference", _module("reference").IMPLS[call.op]
-    reason = _supports(choice, call)
+    reason = why_not(choice, call)
     if reason is None:
         return choice, _module(choice).IMPLS[call.op]
     message = f"fastwin backend {choice!r} cannot run {call.op} here ({reason})"

@@ -15,9 +15,9 @@ from . import checks
 
 IntOrPair = Union[int, Tuple[int, int]]
 
-__all__ = ["shifted_window_attention", "window_attention", "attention", "dwconv2d", "dwconv_layernorm", "last_backend"]
+__all__ = ["shifted_window_attention", "window_attention", "attention", "dwconv2d", "dwconv_layernorm", "last_backend", "last_call"]
 
-_last = {"backend": None}
+_last = {"backend": None, "call": None}
 
 
 def last_backend() -> Optional[str]:
@@ -25,10 +25,15 @@ def last_backend() -> Optional[str]:
     return _last["backend"]
 
 
+def last_call() -> Optional[dispatch.Call]:
+    """The `dispatch.Call` of the most recent fastwin op (what backends were asked to support)."""
+    return _last["call"]
+
+
 def _run(op: str, ref: torch.Tensor, requires_grad: bool, params: dict, *args):
     call = dispatch.Call(op, ref.device, ref.dtype, requires_grad, tuple(sorted(params.items())))
     name, impl = dispatch.select(call)
-    _last["backend"] = name
+    _last["backend"], _last["call"] = name, call
     return impl(*args)
 
 

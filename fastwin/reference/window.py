@@ -13,7 +13,6 @@ they enter attention with q/k/v equal to the qkv bias (the Linear applied to zer
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional, Tuple
 
 import torch
@@ -47,13 +46,6 @@ def window_reverse(windows: torch.Tensor, window_size: Tuple[int, int], H: int, 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
-@functools.lru_cache(maxsize=64)
-def _relative_position_index_cpu(wh: int, ww: int) -> torch.Tensor:
-    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
-    rel = coords[:, :, None] - coords[:, None, :]  # [2, N, N]
-    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
-
-
 def relative_position_index(window_size: Tuple[int, int], device=None) -> torch.Tensor:
     """Index into the bias table for every (query, key) pair of a window.
 
@@ -63,7 +55,10 @@ def relative_position_index(window_size: Tuple[int, int], device=None) -> torch.
         [N, N] int64, N = Wh * Ww.
     """
     wh, ww = window_size
-    return _relative_position_index_cpu(int(wh), int(ww)).to(device)
+    coords = torch.stack(torch.meshgrid(torch.arange(wh, device=device), torch.arange(ww, device=device),
+                                        indexing="ij")).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]  # [2, N, N]
+    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
 
 
 def relative_position_bias(table: torch.Tensor, window_size: Tuple[int, int]) -> torch.Tensor:

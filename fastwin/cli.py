@@ -1,0 +1,107 @@
+"""Command line: `fastwin info | check | bench` (also `python -m fastwin`)."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+import torch
+
+from . import __version__, bench, dispatch
+
+
+def _device(name):
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_info(args) -> int:
+    print(f"fastwin {__version__}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}", end="")
+    try:
+        import triton
+
+        print(f", triton {triton.__version__}")
+    except ImportError:
+        print(", triton not installed")
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        print(f"device: {p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}")
+    else:
+        print(f"device: CPU only ({torch.get_num_threads()} threads)")
+    table = dispatch.backends()
+    print(f"backend choice: {dispatch.get_backend()}")
+    for name in dispatch.BACKENDS:
+        print(f"  {name:<10} {'available' if table[name] else 'unavailable: ' + table.reasons[name]}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .check import count_checks, format_rows, run_checks
+
+    device = _device(args.device)
+    table = dispatch.backends()
+    names = args.backend or [n for n in dispatch.BACKENDS if table[n]]
+    bar = bench.Progress(count_checks(device, names), "checking", enabled=not args.quiet)
+    rows = run_checks(device, names, progress=lambda what: bar.update(what))
+    bar.close()
+    print(format_rows(rows))
+    bad = [r for r in rows if r.status == "MISMATCH" or r.status.startswith("error")]
+    fast = {r.backend for r in rows if r.backend != "reference" and r.status == "ok"}
+    if not fast:
+        print("\nno fast backend ran here (see `fastwin info`); only the reference was checked")
+    print(f"\n{len(rows) - len(bad)} ok/skipped, {len(bad)} failed")
+    return 1 if bad else 0
+
+
+def cmd_bench(args) -> int:
+    device = _device(args.device)
+    model = args.model or ("swin_tiny_patch4_window7_224" if device.type == "cuda" else "swin_tiny_patch4_window7_224")
+    batch = args.batch or (64 if device.type == "cuda" else 2)
+    dtype = bench.DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    names = bench.candidates(device, compile_reference=not args.no_compile)
+    if args.backend:
+        names = args.backend
+    title = (f"{model}, batch {batch}, {str(dtype)[6:]}, {'training step' if args.train else 'inference'}, "
+             f"{device.type}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    results = bench.bench_model(model, batch, dtype, args.train, device, img_size=args.img_size, names=names,
+                                iters=args.iters, warmup=args.warmup, progress=not args.quiet)
+    print(bench.format_table(results, title))
+    if args.plot:
+        bench.plot({f"{model}\nb{batch} {'train' if args.train else 'infer'}": results}, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0 if all(r.error is None for r in results) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastwin", description="fused Swin / UniFormer / ViT kernels")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, device, which backends work and why the others don't")
+    c = sub.add_parser("check", help="compare every available backend with the reference, fwd and bwd")
+    c.add_argument("--device", help="cpu or cuda (default: cuda if present)")
+    c.add_argument("--backend", action="append", choices=dispatch.BACKENDS, help="only these backends")
+    c.add_argument("--quiet", action="store_true")
+    b = sub.add_parser("bench", help="img/s and memory of the reference vs the fused backends")
+    b.add_argument("--model", help="model name (see fastwin.list_models()); default swin_tiny_patch4_window7_224")
+    b.add_argument("--batch", type=int, help="batch size (default 2 on CPU, 64 on GPU)")
+    b.add_argument("--dtype", choices=sorted(bench.DTYPES), help="default fp32 on CPU, bf16 (autocast) on GPU")
+    b.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
+    b.add_argument("--train", action="store_true", help="time a training step instead of inference")
+    b.add_argument("--backend", action="append", help="only these (e.g. reference, reference+compile, cpp)")
+    b.add_argument("--no-compile", action="store_true", help="skip the torch.compile(reference) baseline")
+    b.add_argument("--iters", type=int, default=5)
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--device", help="cpu or cuda (default: cuda if present)")
+    b.add_argument("--plot", metavar="FILE.png", help="write a speedup bar chart (needs matplotlib)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
