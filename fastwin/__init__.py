@@ -2,6 +2,7 @@
 from . import ops
 from .dispatch import backends, get_backend, set_backend
 from .layers import WindowAttention
+from .layers import SwinTransformerBlock  # noqa: F401
 from .models import create_model, list_models, load_checkpoint
 from .swap import swap
 from .version import __version__

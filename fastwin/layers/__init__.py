@@ -4,5 +4,6 @@ from .drop import DropPath, drop_path
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 from .window_attention import WindowAttention
+from .swin_block import PatchMerging, SwinTransformerBlock  # noqa: F401
 
 __all__ = ["Attention", "DropPath", "drop_path", "Mlp", "PatchEmbed", "WindowAttention"]

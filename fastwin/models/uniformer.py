@@ -1,1 +1,446 @@
-"""(being written)"""
+"""UniFormer image classification (Sense-X/UniFormer), parameter names as the official repository.
+
+Stages 1-2 are `CBlock`s (convolutional relation aggregator: BatchNorm, 1x1 conv, depthwise 5x5,
+1x1 conv, 1x1-conv MLP), stages 3-4 are `SABlock`s (global multi-head self-attention on the
+flattened map). Every block starts with the dynamic position embedding `x + dwconv3x3(x)`. The
+depthwise convolutions and the attention run through `fastwin.ops`, so the fused backends serve
+them; everything else is plain PyTorch. Official state dicts load without renaming.
+
+Layout: NCHW `[B, C, H, W]` between blocks (as the official code); SABlocks work on `[B, H*W, C]`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from .. import ops
+from ..layers import Attention, DropPath, Mlp
+from ..swap import register_swap
+from .checkpoint import checkpoint_filter
+from .registry import register_model
+from .vit import convert_attention, match_attention
+
+__all__ = ["UniFormer", "CBlock", "SABlock", "CMlp"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _drop_path(p: float) -> nn.Module:
+    return DropPath(p) if p > 0.0 else nn.Identity()
+
+
+def _cast(t: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """Parameters in the activation dtype: under autocast the 1x1 convs hand bf16/fp16 maps to the
+    depthwise op, whose weights stay fp32 (a no-op without autocast)."""
+    return None if t is None else t.to(x.dtype)
+
+
+def _is_dwconv(conv, k: int) -> bool:
+    """True for the official depthwise conv: k x k, stride 1, 'same' zero padding, groups == channels."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.in_channels == conv.out_channels == conv.groups
+        and conv.kernel_size == (k, k)
+        and conv.stride == (1, 1)
+        and conv.padding == (k // 2, k // 2)
+        and conv.dilation == (1, 1)
+        and conv.padding_mode == "zeros"
+    )
+
+
+class CMlp(nn.Module):
+    """MLP of 1x1 convolutions on `[B, C, H, W]` (official `CMlp`: fc1 -> act -> drop -> fc2 -> drop)."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
+        super().__init__()
+        hidden_features = hidden_features or in_features
+        out_features = out_features or in_features
+        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden_features, out_features, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):  # [B, C, H, W] -> [B, C_out, H, W]
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+# ---------------------------------------------------------------------------------------------------
+# blocks
+
+
+class CBlock(nn.Module):
+    """Local UniFormer block (stages 1-2).
+
+    `x = x + dw3x3(x)`; `x = x + conv2(dw5x5(conv1(BN(x))))`; `x = x + CMlp(BN(x))`.
+    `num_heads`, `qkv_bias`, `qk_scale`, `attn_drop` and `norm_layer` are accepted for signature
+    parity with the official class and unused there too.
+
+    forward: [B, C, H, W] -> [B, C, H, W]
+    """
+
+    def __init__(self, dim, num_heads=None, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
+                 attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU, norm_layer=None):
+        super().__init__()
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.conv1 = nn.Conv2d(dim, dim, 1)
+        self.conv2 = nn.Conv2d(dim, dim, 1)
+        self.attn = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.drop_path = _drop_path(drop_path)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = CMlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pe, at = self.pos_embed, self.attn
+        x = ops.dwconv2d(x, _cast(pe.weight, x), _cast(pe.bias, x), residual=True)
+        h = self.conv1(self.norm1(x))
+        h = ops.dwconv2d(h, _cast(at.weight, h), _cast(at.bias, h))  # local relation aggregator
+        x = x + self.drop_path(self.conv2(h))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SABlock(nn.Module):
+    """Global UniFormer block (stages 3-4).
+
+    `t = flatten(x + dw3x3(x))`; `t = t + [gamma_1 *] Attn(LN(t))`; `t = t + [gamma_2 *] Mlp(LN(t))`.
+    The position embedding, flatten and norm1 run as one `ops.dwconv_layernorm` call.
+
+    Args:
+        layer_scale: initial value of `gamma_1`/`gamma_2` (official `base_ls` uses 1e-6), or None
+            for no layer scale (the official module then has no gamma parameters).
+
+    forward: [B, C, H, W] -> [B, C, H, W]
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
+                 drop_path=0.0, act_layer=nn.GELU, norm_eps=1e-6, layer_scale: Optional[float] = None):
+        super().__init__()
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                              attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = _drop_path(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.ls = layer_scale is not None
+        if self.ls:
+            self.gamma_1 = nn.Parameter(layer_scale * torch.ones(dim))
+            self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        pe, n1 = self.pos_embed, self.norm1
+        x, h = ops.dwconv_layernorm(x, _cast(pe.weight, x), _cast(pe.bias, x), _cast(n1.weight, x),
+                                    _cast(n1.bias, x), n1.eps)
+        h = self.attn(h)  # [B, H*W, C]
+        x = x + self.drop_path(self.gamma_1 * h if self.ls else h)
+        h = self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.gamma_2 * h if self.ls else h)
+        return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+# ---------------------------------------------------------------------------------------------------
+# stems
+
+
+class PatchEmbed(nn.Module):
+    """Official UniFormer patch stem: Conv(k = s = patch) then LayerNorm over channels (eps 1e-5,
+    the torch default the official code uses here). Sizes that are not multiples of the patch are
+    floored, as the convolution does.
+
+    forward: [B, C_in, H, W] -> [B, D, H // p, W // p]
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.norm = nn.LayerNorm(embed_dim)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x):
+        x = self.proj(x).permute(0, 2, 3, 1)  # [B, H', W', D]
+        return self.norm(x).permute(0, 3, 1, 2).contiguous()
+
+
+def _conv_bn(cin, cout):
+    return [nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(cout)]
+
+
+class ConvStemHead(nn.Module):
+    """Official `head_embedding` (small_plus stem): two stride-2 3x3 conv+BN with a GELU between.
+
+    forward: [B, C_in, H, W] -> [B, D, ceil(ceil(H/2)/2), ...]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        mid = out_channels // 2
+        self.proj = nn.Sequential(*_conv_bn(in_channels, mid), nn.GELU(), *_conv_bn(mid, out_channels))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class ConvStemMiddle(nn.Module):
+    """Official `middle_embedding`: one stride-2 3x3 conv + BN between stages.
+
+    forward: [B, C_in, H, W] -> [B, D, ceil(H/2), ceil(W/2)]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.proj = nn.Sequential(*_conv_bn(in_channels, out_channels))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+# ---------------------------------------------------------------------------------------------------
+# model
+
+
+class UniFormer(nn.Module):
+    """UniFormer for image classification.
+
+    Args:
+        depth: blocks per stage (4 stages: 2 CBlock stages, 2 SABlock stages).
+        img_size: nominal input size (kept for parity; any size >= the stem's minimum works).
+        in_chans: input channels.
+        num_classes: classifier outputs (0: no head).
+        embed_dim: channels per stage.
+        head_dim: channels per attention head (num_heads = dim // head_dim).
+        mlp_ratio: MLP hidden size / dim.
+        qkv_bias, qk_scale: attention projection bias and logit scale override.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth
+            (linearly increasing over all blocks, as official).
+        conv_stem: overlapping conv stem (`small_plus*`) instead of the patch stem.
+        layer_scale: gamma init for SABlocks (`base_ls`: 1e-6) or None.
+        norm_eps: SABlock LayerNorm epsilon.
+    """
+
+    def __init__(self, depth: Sequence[int] = (3, 4, 8, 3), img_size=224, in_chans=3, num_classes=1000,
+                 embed_dim: Sequence[int] = (64, 128, 320, 512), head_dim=64, mlp_ratio=4.0, qkv_bias=True,
+                 qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, conv_stem=False,
+                 layer_scale: Optional[float] = None, norm_eps=1e-6):
+        super().__init__()
+        depth, embed_dim = list(depth), list(embed_dim)
+        if len(depth) != 4 or len(embed_dim) != 4:
+            raise ValueError(f"depth and embed_dim must have 4 entries, got {depth} and {embed_dim}")
+        for d in embed_dim[2:]:
+            if d % head_dim:
+                raise ValueError(f"embed_dim {d} is not divisible by head_dim {head_dim}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.num_features = embed_dim[-1]
+        self.conv_stem = conv_stem
+        self.grad_checkpointing = False
+        if conv_stem:
+            self.patch_embed1 = ConvStemHead(in_chans, embed_dim[0])
+            self.patch_embed2 = ConvStemMiddle(embed_dim[0], embed_dim[1])
+            self.patch_embed3 = ConvStemMiddle(embed_dim[1], embed_dim[2])
+            self.patch_embed4 = ConvStemMiddle(embed_dim[2], embed_dim[3])
+        else:
+            self.patch_embed1 = PatchEmbed(4, in_chans, embed_dim[0])
+            self.patch_embed2 = PatchEmbed(2, embed_dim[0], embed_dim[1])
+            self.patch_embed3 = PatchEmbed(2, embed_dim[1], embed_dim[2])
+            self.patch_embed4 = PatchEmbed(2, embed_dim[2], embed_dim[3])
+        self.pos_drop = nn.Dropout(p=drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, sum(depth), device="cpu").tolist()  # cpu: also under meta
+        start = [sum(depth[:i]) for i in range(4)]
+        common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                      attn_drop=attn_drop_rate)
+        for s in range(4):
+            if s < 2:
+                blocks = [CBlock(embed_dim[s], embed_dim[s] // head_dim, drop_path=dpr[start[s] + i], **common)
+                          for i in range(depth[s])]
+            else:
+                blocks = [SABlock(embed_dim[s], embed_dim[s] // head_dim, drop_path=dpr[start[s] + i],
+                                  norm_eps=norm_eps, layer_scale=layer_scale, **common) for i in range(depth[s])]
+            setattr(self, f"blocks{s + 1}", nn.ModuleList(blocks))
+        self.norm = nn.BatchNorm2d(embed_dim[-1])
+        self.pre_logits = nn.Identity()  # official representation layer, unused by every variant
+        self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # -- timm-style surface --------------------------------------------------------------------------
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        """Recompute blocks in backward to save memory.
+
+        Only SABlocks are checkpointed: recomputing a CBlock in training mode would run its
+        BatchNorms twice and update their running statistics twice.
+        """
+        self.grad_checkpointing = enable
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        if global_pool not in (None, "", "avg"):
+            raise ValueError(f"UniFormer only supports global_pool='avg', got {global_pool!r}")
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _check_input(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"input must be [B, {self.in_chans}, H, W], got shape {tuple(x.shape)}")
+        if not self.conv_stem and min(x.shape[-2:]) < 32:
+            # patch stem: 4x then three 2x patchifications need at least a 32 px side
+            raise ValueError(f"input must be at least 32x32 for the patch stem, got {tuple(x.shape[-2:])}")
+
+    def _run_blocks(self, blocks: nn.ModuleList, x):
+        for blk in blocks:
+            if self.grad_checkpointing and isinstance(blk, SABlock) and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C_in, H, W] -> normalized final map [B, 512, H/32, W/32] (floored / ceiled by the stem)."""
+        self._check_input(x)
+        x = self.pos_drop(self.patch_embed1(x))
+        x = self._run_blocks(self.blocks1, x)
+        x = self._run_blocks(self.blocks2, self.patch_embed2(x))
+        x = self._run_blocks(self.blocks3, self.patch_embed3(x))
+        x = self._run_blocks(self.blocks4, self.patch_embed4(x))
+        return self.pre_logits(self.norm(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """[B, C, h, w] -> spatial mean [B, C] -> logits [B, num_classes] (unless `pre_logits`)."""
+        x = x.flatten(2).mean(-1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoint filter
+
+
+@checkpoint_filter(UniFormer)
+def checkpoint_filter_fn(state_dict, model: UniFormer):
+    """Official checkpoints (`{'model': sd}`, unwrapped by the loader) use fastwin's names already.
+
+    Checkpoints saved by torch < 0.4.1 lack BatchNorm `num_batches_tracked`; those counters only
+    matter for momentum=None BatchNorm, so missing ones are filled with zeros. Everything else is
+    left for the strict loader to check.
+    """
+    out = dict(state_dict)
+    for name, buf in model.state_dict().items():
+        if name.endswith("num_batches_tracked") and name not in out:
+            prefix = name[: -len("num_batches_tracked")]
+            if prefix + "running_mean" in out:
+                out[name] = torch.zeros_like(buf)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# swap rules: official UniFormer blocks -> fastwin blocks reusing the same submodules (same tensors)
+
+
+def _is_layernorm_c(norm, dim) -> bool:
+    return type(norm) is nn.LayerNorm and tuple(norm.normalized_shape) == (dim,)
+
+
+def _match_cblock(m: nn.Module) -> bool:
+    if type(m).__name__ != "CBlock" or isinstance(m, CBlock):
+        return False
+    children = dict(m.named_children())
+    if set(children) != {"pos_embed", "norm1", "conv1", "conv2", "attn", "drop_path", "norm2", "mlp"}:
+        return False
+    if list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)):
+        return False
+    return _is_dwconv(m.pos_embed, 3) and _is_dwconv(m.attn, 5)
+
+
+def _convert_cblock(m: nn.Module) -> CBlock:
+    dim = m.pos_embed.in_channels
+    new = CBlock(dim, mlp_ratio=1.0)
+    for name, child in m.named_children():  # same modules, so weights, BN statistics and settings carry over
+        setattr(new, name, child)
+    return new
+
+
+def _match_sablock(m: nn.Module) -> bool:
+    if type(m).__name__ != "SABlock" or isinstance(m, SABlock):
+        return False
+    children = dict(m.named_children())
+    if set(children) != {"pos_embed", "norm1", "attn", "drop_path", "norm2", "mlp"}:
+        return False
+    dim = m.pos_embed.in_channels if isinstance(m.pos_embed, nn.Conv2d) else -1
+    ls = getattr(m, "ls", None)
+    own = {n for n, _ in m.named_parameters(recurse=False)}
+    if ls not in (True, False) or own != ({"gamma_1", "gamma_2"} if ls else set()):
+        return False
+    if list(m.buffers(recurse=False)):
+        return False
+    return _is_dwconv(m.pos_embed, 3) and _is_layernorm_c(m.norm1, dim) and match_attention(m.attn)
+
+
+def _convert_sablock(m: nn.Module) -> SABlock:
+    dim = m.pos_embed.in_channels
+    new = SABlock(dim, m.attn.num_heads, mlp_ratio=1.0, layer_scale=1.0 if m.ls else None)
+    for name, child in m.named_children():
+        setattr(new, name, convert_attention(child) if name == "attn" else child)
+    if m.ls:
+        new.gamma_1, new.gamma_2 = m.gamma_1, m.gamma_2
+    return new
+
+
+register_swap("uniformer.CBlock", _match_cblock, _convert_cblock)
+register_swap("uniformer.SABlock", _match_sablock, _convert_sablock)
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry points
+
+
+def _create(model_args: dict, **kwargs) -> UniFormer:
+    # keyword arguments override the variant's defaults (e.g. tiny depths in tests)
+    args = dict(embed_dim=(64, 128, 320, 512), mlp_ratio=4, qkv_bias=True, **model_args)
+    return UniFormer(**dict(args, **kwargs))
+
+
+@register_model
+def uniformer_small(**kwargs) -> UniFormer:
+    return _create(dict(depth=(3, 4, 8, 3), head_dim=64), **kwargs)
+
+
+@register_model
+def uniformer_small_plus(**kwargs) -> UniFormer:
+    return _create(dict(depth=(3, 5, 9, 3), head_dim=32, conv_stem=True), **kwargs)
+
+
+@register_model
+def uniformer_small_plus_dim64(**kwargs) -> UniFormer:
+    return _create(dict(depth=(3, 5, 9, 3), head_dim=64, conv_stem=True), **kwargs)
+
+
+@register_model
+def uniformer_base(**kwargs) -> UniFormer:
+    return _create(dict(depth=(5, 8, 20, 7), head_dim=64), **kwargs)
+
+
+@register_model
+def uniformer_base_ls(**kwargs) -> UniFormer:
+    return _create(dict(depth=(5, 8, 20, 7), head_dim=64, layer_scale=1e-6), **kwargs)

@@ -1,1 +1,349 @@
-"""(being written)"""
+"""Vision Transformer ("An Image is Worth 16x16 Words"), parameter names as timm's VisionTransformer.
+
+Class token, learned absolute position embedding (bicubically resampled for other input sizes, as
+timm), pre-norm blocks whose attention runs `fastwin.ops.attention`, `token` or `avg` pooling.
+Also hosts the swap rule for timm / UniFormer `Attention` modules, which DeiT, the hybrid and
+UniFormer share.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import Attention, DropPath, Mlp, PatchEmbed
+from ..swap import register_swap
+from .checkpoint import checkpoint_filter
+from .registry import register_model
+
+__all__ = ["VisionTransformer", "Block", "LayerScale", "resample_abs_pos_embed"]
+
+POOLS = ("token", "avg", "")
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def resample_abs_pos_embed(
+    posemb: torch.Tensor,
+    new_size: Sequence[int],
+    old_size: Optional[Sequence[int]] = None,
+    num_prefix_tokens: int = 1,
+    interpolation: str = "bicubic",
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Resample a learned position embedding to another token grid (timm semantics).
+
+    The prefix (class / distillation) embeddings are kept; the grid part is interpolated in fp32
+    with `F.interpolate(mode=interpolation, antialias=antialias, align_corners=False)`.
+
+    Args:
+        posemb: [1, num_prefix_tokens + Ho * Wo, D].
+        new_size: (Hn, Wn) token grid.
+        old_size: (Ho, Wo); default: the square grid the token count implies.
+        num_prefix_tokens: leading tokens without a grid position.
+
+    Returns:
+        [1, num_prefix_tokens + Hn * Wn, D], dtype of `posemb`.
+    """
+    new_size = _pair(new_size)
+    n_grid = posemb.shape[1] - num_prefix_tokens
+    if old_size is None:
+        side = math.isqrt(n_grid)
+        if side * side != n_grid:
+            raise ValueError(f"cannot infer a square grid from {n_grid} position tokens; pass old_size")
+        old_size = (side, side)
+    old_size = _pair(old_size)
+    if old_size[0] * old_size[1] != n_grid:
+        raise ValueError(f"pos_embed has {n_grid} grid tokens, which is not old_size {old_size}")
+    if tuple(old_size) == tuple(new_size):
+        return posemb
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
+    dim = posemb.shape[-1]
+    grid = grid.float().reshape(1, old_size[0], old_size[1], dim).permute(0, 3, 1, 2)  # [1, D, Ho, Wo]
+    grid = F.interpolate(grid, size=new_size, mode=interpolation, antialias=antialias, align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_size[0] * new_size[1], dim).to(posemb.dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# block
+
+
+class LayerScale(nn.Module):
+    """Per-channel residual scaling (timm `LayerScale`, parameter `gamma`)."""
+
+    def __init__(self, dim: int, init_values: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: `x + Attn(LN(x))`, then `x + Mlp(LN(x))` (timm names).
+
+    forward: [B, N, C] -> [B, N, C]
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, proj_drop=0.0, attn_drop=0.0,
+                 init_values=None, drop_path=0.0, act_layer=nn.GELU, norm_eps=1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+# ---------------------------------------------------------------------------------------------------
+# model
+
+
+def _patch_embed(img_size, patch_size, in_chans, embed_dim) -> nn.Module:
+    return PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, flatten=False)
+
+
+class VisionTransformer(nn.Module):
+    """ViT with timm's parameter names and forward.
+
+    Args:
+        img_size: nominal input size; sets the position-embedding grid. Other sizes (multiples of
+            the patch) work: the embedding is resampled bicubically on the fly.
+        patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the usual.
+        num_classes: head outputs (0: no head).
+        global_pool: "token" (class token), "avg" (mean of the patch tokens, with `fc_norm`
+            instead of the final `norm`, as timm) or "" (no pooling).
+        init_values: LayerScale init (None: no layer scale).
+        class_token: prepend a class token.
+        fc_norm: force (True) / forbid (False) the post-pool norm; None: timm's rule (avg -> True).
+        drop_rate, pos_drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate: head dropout,
+            dropout after the position embedding, projection/MLP dropout, attention dropout,
+            stochastic depth (linear over blocks).
+        embed_layer: `f(img_size, patch_size, in_chans, embed_dim) -> module` mapping
+            [B, C, H, W] -> [B, h, w, D]; may define `grid_size(img_size)` (the hybrid does).
+    """
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, global_pool="token",
+                 embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, init_values=None,
+                 class_token=True, fc_norm=None, drop_rate=0.0, pos_drop_rate=0.0, proj_drop_rate=0.0,
+                 attn_drop_rate=0.0, drop_path_rate=0.0, embed_layer: Optional[Callable] = None, norm_eps=1e-6):
+        super().__init__()
+        if global_pool not in POOLS:
+            raise ValueError(f"global_pool must be one of {POOLS}, got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.embed_dim = embed_dim
+        self.in_chans = in_chans
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.grad_checkpointing = False
+
+        self.patch_embed = (embed_layer or _patch_embed)(img_size, patch_size, in_chans, embed_dim)
+        img_size = _pair(img_size)
+        if hasattr(self.patch_embed, "grid_size"):
+            self.grid_size = tuple(self.patch_embed.grid_size(img_size))
+        else:
+            p = _pair(patch_size)
+            self.grid_size = (img_size[0] // p[0], img_size[1] // p[1])
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # cpu: also under meta
+        self.blocks = nn.Sequential(*[
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, proj_drop_rate, attn_drop_rate, init_values, dpr[i],
+                  norm_eps=norm_eps)
+            for i in range(depth)
+        ])
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not use_fc_norm else nn.Identity()
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self):
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    # -- timm-style surface --------------------------------------------------------------------------
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        if global_pool is not None:
+            if global_pool not in POOLS or (global_pool == "token" and self.cls_token is None):
+                raise ValueError(f"global_pool must be one of {POOLS} (token needs a class token), got {global_pool!r}")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _prefix_tokens(self, batch: int):
+        """Tokens prepended to the patch tokens, in checkpoint order."""
+        return [] if self.cls_token is None else [self.cls_token.expand(batch, -1, -1)]
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, h, w, D] patch grid -> [B, prefix + h*w, D] with prefix tokens and position embedding."""
+        B, h, w, D = x.shape
+        pos = self.pos_embed
+        if (h, w) != self.grid_size:
+            pos = resample_abs_pos_embed(pos, (h, w), self.grid_size, self.num_prefix_tokens)
+        x = torch.cat(self._prefix_tokens(B) + [x.reshape(B, h * w, D)], dim=1)
+        return self.pos_drop(x + pos)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C_in, H, W] -> normalized tokens [B, prefix + N, D]."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"input must be [B, {self.in_chans}, H, W], got shape {tuple(x.shape)}")
+        x = self._pos_embed(self.patch_embed(x))
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pool == "token":
+            return x[:, 0]  # [B, D]
+        if self.global_pool == "avg":
+            return x[:, self.num_prefix_tokens:].mean(dim=1)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens [B, prefix + N, D] -> pooled [B, D] -> logits [B, num_classes] (unless `pre_logits`)."""
+        x = self.head_drop(self.fc_norm(self.pool(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoint filter
+
+
+@checkpoint_filter(VisionTransformer)
+def checkpoint_filter_fn(state_dict, model: VisionTransformer):
+    """timm / DeiT state dicts: resample `pos_embed` when the checkpoint's grid differs (a model
+    built for another `img_size`), as timm does; every other key is left for the strict check."""
+    out = dict(state_dict)
+    pe, target = out.get("pos_embed"), model.pos_embed
+    if isinstance(pe, torch.Tensor) and pe.dim() == 3 and pe.shape[-1] == target.shape[-1] and pe.shape != target.shape:
+        n_old = pe.shape[1] - model.num_prefix_tokens
+        side = math.isqrt(max(n_old, 0))
+        if n_old > 0 and side * side == n_old:  # otherwise left as is: the strict check reports it
+            out["pos_embed"] = resample_abs_pos_embed(pe, model.grid_size, (side, side), model.num_prefix_tokens)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# swap rule: timm / UniFormer `Attention` -> fastwin Attention with the same Linear modules
+
+
+class SwappedAttention(Attention):
+    """`fastwin.layers.Attention` that also takes timm's `forward(x, attn_mask=None, is_causal=False)`."""
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        if attn_mask is not None or is_causal:
+            raise ValueError("fastwin attention swapped into this model supports no attn_mask / is_causal")
+        return super().forward(x)
+
+
+_ALLOWED_CHILDREN = {"qkv": nn.Linear, "proj": nn.Linear, "attn_drop": nn.Dropout, "proj_drop": nn.Dropout,
+                     "q_norm": nn.Identity, "k_norm": nn.Identity, "norm": nn.Identity}
+
+
+def match_attention(m: nn.Module) -> bool:
+    """A plain global MHSA (`qkv` Linear(C, 3C), `proj` Linear(C, C), `num_heads`, `scale`) with no
+    q/k norm, gate, bias table or other extras fastwin would silently drop."""
+    if type(m).__name__ != "Attention" or isinstance(m, Attention):
+        return False
+    children = dict(m.named_children())
+    if "qkv" not in children or "proj" not in children:
+        return False
+    if any(type(c) is not _ALLOWED_CHILDREN.get(n) for n, c in children.items()):
+        return False
+    if list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)) or getattr(m, "gate", None) is not None:
+        return False
+    heads, scale = getattr(m, "num_heads", None), getattr(m, "scale", None)
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
+        return False
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        return False
+    qkv, proj = m.qkv, m.proj
+    dim = qkv.in_features
+    if qkv.out_features != 3 * dim or proj.in_features != dim or proj.out_features != dim or proj.bias is None:
+        return False
+    return dim % heads == 0 and getattr(m, "head_dim", dim // heads) == dim // heads
+
+
+def convert_attention(m: nn.Module) -> SwappedAttention:
+    dim = m.qkv.in_features
+    new = SwappedAttention(dim, m.num_heads, qkv_bias=m.qkv.bias is not None, qk_scale=float(m.scale))
+    new.scale = float(m.scale)  # `qk_scale or default` would turn an explicit 0.0 into the default
+    new.qkv, new.proj = m.qkv, m.proj  # the same modules: weights are shared, not copied
+    for name in ("attn_drop", "proj_drop"):
+        if hasattr(m, name):
+            setattr(new, name, getattr(m, name))
+    return new
+
+
+register_swap("Attention", match_attention, convert_attention)
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry points
+
+
+def _create(model_args: dict, **kwargs) -> VisionTransformer:
+    return VisionTransformer(**dict(model_args, **kwargs))
+
+
+@register_model
+def vit_tiny_patch16_224(**kwargs) -> VisionTransformer:
+    return _create(dict(patch_size=16, embed_dim=192, depth=12, num_heads=3), **kwargs)
+
+
+@register_model
+def vit_small_patch16_224(**kwargs) -> VisionTransformer:
+    return _create(dict(patch_size=16, embed_dim=384, depth=12, num_heads=6), **kwargs)
+
+
+@register_model
+def vit_base_patch16_224(**kwargs) -> VisionTransformer:
+    return _create(dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), **kwargs)
+
+
+@register_model
+def vit_large_patch16_224(**kwargs) -> VisionTransformer:
+    return _create(dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16), **kwargs)

@@ -1,0 +1,215 @@
+"""Swin Transformer block and patch merging, official parameter names, partition-free attention.
+
+`SwinTransformerBlock` keeps the microsoft/Swin-Transformer constructor and state-dict names
+(`norm1`, `attn.qkv`, `attn.proj`, `attn.relative_position_bias_table`, `norm2`, `mlp.fc1`,
+`mlp.fc2`) but never partitions: the qkv Linear runs on the un-partitioned map and
+`fastwin.ops.shifted_window_attention` does shift, padding, windowing, bias, mask and reverse.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import ops
+from ..ops.checks import pair
+from ..reference.window import PAD_ORDERS
+from .drop import DropPath
+from .mlp import Mlp
+from .window_attention import WindowAttention
+
+__all__ = ["PatchMerging", "SwinTransformerBlock", "effective_window"]
+
+
+def effective_window(
+    resolution: Optional[Tuple[int, int]], window_size, shift_size
+) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """The window and shift a block really uses on a map of `resolution`.
+
+    Per dimension: when the map is not larger than the window, the window shrinks to the map and the
+    shift in that dimension becomes 0 (timm's rule; it equals the official `min(resolution) <= window`
+    rule on square maps, e.g. Swin-T stage 4 at 224 is a 7x7 unshifted window).
+
+    Args:
+        resolution: (H, W) of the feature map, or None to keep the window as given.
+        window_size: Wh or (Wh, Ww). shift_size: s or (sh, sw).
+    Returns:
+        ((Wh, Ww), (sh, sw)).
+    """
+    window = pair("window_size", window_size)
+    shift = pair("shift_size", shift_size, allow_zero=True)
+    if resolution is None:
+        return window, shift
+    res = pair("input_resolution", resolution)
+    window = tuple(r if r <= w else w for r, w in zip(res, window))
+    shift = tuple(0 if r <= w else s for r, w, s in zip(res, window, shift))
+    return window, shift
+
+
+def _check_features(x, dim: int, what: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"{what} input must be [B, H, W, C] or [B, L, C], got shape {tuple(x.shape)}")
+    if x.shape[-1] != dim:
+        raise ValueError(f"{what} input must have {dim} channels (last dim), got shape {tuple(x.shape)}")
+
+
+def _as_map(x: torch.Tensor, resolution, what: str) -> torch.Tensor:
+    """[B, L, C] -> [B, H, W, C] using the known resolution; [B, H, W, C] passes through."""
+    if x.dim() == 4:
+        return x
+    if resolution is None:
+        raise ValueError(f"{what} got [B, L, C] input of shape {tuple(x.shape)} but has no input_resolution; "
+                         f"pass [B, H, W, C] instead")
+    H, W = resolution
+    if x.shape[1] != H * W:
+        raise ValueError(f"{what} input has L = {x.shape[1]} tokens but input_resolution {H}x{W} needs {H * W} "
+                         f"(shape {tuple(x.shape)})")
+    return x.view(x.shape[0], H, W, x.shape[2])
+
+
+class SwinTransformerBlock(nn.Module):
+    """Swin block: x + W-MSA/SW-MSA(norm1(x)), then x + MLP(norm2(x)), partition-free.
+
+    Args:
+        dim: channels C.
+        input_resolution: (H, W) of the map at construction (from the model's img_size), used to
+            shrink the window (see `effective_window`) and to view `[B, L, C]` inputs; None keeps the
+            window as given and accepts only `[B, H, W, C]`.
+        num_heads: attention heads.
+        window_size: Wh or (Wh, Ww) before shrinking. shift_size: s or (sh, sw), 0 for W-MSA.
+        mlp_ratio: MLP hidden / C. qkv_bias: bias on the qkv Linear. qk_scale: overrides head_dim ** -0.5.
+        drop: dropout after the projections. attn_drop: dropout on the attention weights.
+        drop_path: stochastic depth rate. act_layer, norm_layer: MLP activation and norm classes.
+        pad_order: "roll_pad" (timm, fastwin's models) or "pad_roll" (detection/segmentation code),
+            the order of cyclic shift and zero padding on maps not divisible by the window.
+        always_partition: never shrink the window to the map (timm's option; also used by `swap`,
+            which passes the already effective window of a foreign block).
+        head_dim: per-head channels if not dim // num_heads (timm's extension).
+
+    forward: [B, H, W, C] -> [B, H, W, C] (any H, W: the op pads), or [B, L, C] -> [B, L, C] with
+    L = H * W of `input_resolution`.
+    """
+
+    def __init__(self, dim, input_resolution, num_heads, window_size=7, shift_size=0, mlp_ratio=4.0,
+                 qkv_bias=True, qk_scale=None, drop=0.0, attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU,
+                 norm_layer=nn.LayerNorm, pad_order: str = "roll_pad", always_partition: bool = False,
+                 head_dim: Optional[int] = None):
+        super().__init__()
+        if pad_order not in PAD_ORDERS:
+            raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
+        self.dim = dim
+        self.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.pad_order = pad_order
+        window, shift = effective_window(None if always_partition else self.input_resolution, window_size, shift_size)
+        if shift[0] >= window[0] or shift[1] >= window[1]:
+            raise ValueError(f"shift_size {shift} must be smaller than window_size {window} in each dim")
+        self.window_size, self.shift_size = window, shift
+
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, window, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                    attn_drop=attn_drop, proj_drop=drop, head_dim=head_dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    @classmethod
+    def from_modules(cls, attn: WindowAttention, norm1: nn.Module, norm2: nn.Module, mlp: nn.Module,
+                     drop_path: Optional[nn.Module], window_size, shift_size, input_resolution=None,
+                     pad_order: str = "roll_pad") -> "SwinTransformerBlock":
+        """Assemble a block around existing modules, sharing (not copying) their parameters.
+
+        Used by `fastwin.swap`: the foreign block's norms and MLP are kept as they are and only the
+        attention path changes, so parameter objects (and any optimizer holding them) stay valid.
+        `window_size` / `shift_size` are taken as already effective (no shrinking).
+        """
+        if pad_order not in PAD_ORDERS:
+            raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
+        blk = cls.__new__(cls)
+        nn.Module.__init__(blk)
+        blk.dim = attn.dim
+        blk.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
+        blk.num_heads = attn.num_heads
+        blk.mlp_ratio = getattr(getattr(mlp, "fc1", None), "out_features", 0) / attn.dim
+        blk.pad_order = pad_order
+        blk.window_size = pair("window_size", window_size)
+        blk.shift_size = pair("shift_size", shift_size, allow_zero=True)
+        if blk.window_size != attn.window_size:
+            raise ValueError(f"window_size {blk.window_size} differs from the attention's {attn.window_size}")
+        blk.norm1, blk.attn, blk.norm2, blk.mlp = norm1, attn, norm2, mlp
+        blk.drop_path = drop_path if drop_path is not None else nn.Identity()
+        return blk
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Official checkpoints save the shift mask as a buffer; fastwin derives it inside the op.
+        state_dict.pop(prefix + "attn_mask", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused (S)W-MSA on a normalized map: [B, H, W, C] -> [B, H, W, C]."""
+        attn = self.attn
+        qkv = attn.qkv(x)  # [B, H, W, 3 * heads * d], unpadded: padded tokens are the bias inside the op
+        bias = None if attn.qkv.bias is None else attn.qkv.bias.to(qkv.dtype)
+        table = attn.relative_position_bias_table.to(qkv.dtype)
+        p = attn.attn_drop.p if self.training else 0.0
+        x = ops.shifted_window_attention(qkv, self.num_heads, self.window_size, self.shift_size, table, bias,
+                                         attn.scale, self.pad_order, p)  # [B, H, W, heads * d]
+        return attn.proj_drop(attn.proj(x))
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, H, W, C] -> [B, H, W, C]."""
+        x = x + self.drop_path(self._attention(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.dim, type(self).__name__)
+        if x.dim() == 4:
+            return self.forward_map(x)
+        B, L, C = x.shape
+        return self.forward_map(_as_map(x, self.input_resolution, type(self).__name__)).reshape(B, L, C)
+
+    def extra_repr(self):
+        return (f"dim={self.dim}, input_resolution={self.input_resolution}, num_heads={self.num_heads}, "
+                f"window_size={self.window_size}, shift_size={self.shift_size}, mlp_ratio={self.mlp_ratio}, "
+                f"pad_order={self.pad_order!r}")
+
+
+class PatchMerging(nn.Module):
+    """Swin patch merging: 2x2 neighbourhoods -> LayerNorm(4C) -> Linear(4C -> 2C, no bias).
+
+    The four tokens are concatenated as x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2];
+    odd maps are zero-padded bottom/right first.
+
+    Args:
+        input_resolution: (H, W), needed only for `[B, L, C]` inputs (official signature); may be None.
+        dim: input channels C. norm_layer: the norm class. out_dim: output channels (default 2C).
+
+    forward: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C], or [B, H*W, C] -> [B, ceil(H/2)*ceil(W/2), 2C].
+    """
+
+    def __init__(self, input_resolution, dim, norm_layer=nn.LayerNorm, out_dim: Optional[int] = None):
+        super().__init__()
+        self.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
+        self.dim = dim
+        self.out_dim = out_dim or 2 * dim
+        self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
+        self.norm = norm_layer(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.dim, type(self).__name__)
+        tokens = x.dim() == 3
+        x = _as_map(x, self.input_resolution, type(self).__name__)
+        H, W = x.shape[1:3]
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)  # [B, H/2, W/2, 4C]
+        x = self.reduction(self.norm(x))
+        return x.flatten(1, 2) if tokens else x
+
+    def extra_repr(self):
+        return f"input_resolution={self.input_resolution}, dim={self.dim}, out_dim={self.out_dim}"
