@@ -1,8 +1,7 @@
 """fastwin: fused Triton / CUDA kernels for Swin, UniFormer and ViT, behind drop-in PyTorch modules."""
 from . import ops
 from .dispatch import backends, get_backend, set_backend
-from .layers import WindowAttention
-from .layers import SwinTransformerBlock  # noqa: F401
+from .layers import SwinTransformerBlock, WindowAttention
 from .models import create_model, list_models, load_checkpoint
 from .swap import swap
 from .version import __version__
@@ -17,5 +16,6 @@ __all__ = [
     "ops",
     "set_backend",
     "swap",
+    "SwinTransformerBlock",
     "WindowAttention",
 ]

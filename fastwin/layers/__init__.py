@@ -3,7 +3,8 @@ from .attention import Attention
 from .drop import DropPath, drop_path
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
+from .swin_block import PatchMerging, SwinTransformerBlock
 from .window_attention import WindowAttention
-from .swin_block import PatchMerging, SwinTransformerBlock  # noqa: F401
 
-__all__ = ["Attention", "DropPath", "drop_path", "Mlp", "PatchEmbed", "WindowAttention"]
+__all__ = ["Attention", "DropPath", "drop_path", "Mlp", "PatchEmbed", "PatchMerging", "SwinTransformerBlock",
+           "WindowAttention"]

@@ -186,7 +186,8 @@ def dwconv2d(
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
     k = weight.shape[-1]
     channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
-    params = dict(kernel_size=k, layout=layout, channels_last=channels_last, residual=residual)
+    params = dict(kernel_size=k, layout=layout, channels_last=channels_last, residual=residual,
+                  channels=weight.shape[0])
     grad = _needs_grad(x, weight, bias)
     return _run("dwconv2d", x, grad, params, x, weight, bias, residual, layout)
 
@@ -240,6 +241,6 @@ def dwconv_layernorm(
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps must be a positive float, got {eps!r}")
     channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
-    params = dict(kernel_size=weight.shape[-1], layout=layout, channels_last=channels_last)
+    params = dict(kernel_size=weight.shape[-1], layout=layout, channels_last=channels_last, channels=channels)
     grad = _needs_grad(x, weight, bias, ln_weight, ln_bias)
     return _run("dwconv_layernorm", x, grad, params, x, weight, bias, ln_weight, ln_bias, float(eps), layout)
