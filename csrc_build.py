@@ -2,25 +2,89 @@
 
 Returns setup() keyword arguments: `ext_modules` and `cmdclass` when sources exist and torch is
 importable, nothing otherwise. A failing extension build warns instead of failing the install.
+
+Sources: csrc/ops.cpp (schemas), csrc/cpu/*.cpp (CPU kernels) always; csrc/cuda/*.cu (kernels,
+CUDA headers only) and csrc/cuda/*.cpp (torch bindings) only for a CUDAExtension, i.e. where torch
+has CUDA and nvcc is found (CUDA_HOME), unless FASTWIN_SKIP_CUDA=1.
 """
 import glob
 import os
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "8.0;9.0"
+
+
+def _rel(pattern):
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern), recursive=True))
 
 
 def _cpu_sources():
-    return sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    return [p for p in _rel(os.path.join("csrc", "**", "*.cpp")) if not p.startswith(os.path.join("csrc", "cuda"))]
+
+
+def _cuda_sources():
+    return _rel(os.path.join("csrc", "cuda", "*.cu")) + _rel(os.path.join("csrc", "cuda", "*.cpp"))
+
+
+def _max_jobs(with_cuda):
+    """Parallel compile jobs: cores, capped by memory (nvcc needs ~4 GiB a job, g++ ~1.5 GiB here)."""
+    if os.environ.get("MAX_JOBS"):
+        return os.environ["MAX_JOBS"]
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem_gib = 8
+    return str(max(1, min(cores, int(mem_gib // (4 if with_cuda else 1.5)))))
+
+
+def _optional_build_ext(base):
+    class OptionalBuildExt(base):
+        """build_ext that warns and continues: fastwin works without its extension."""
+
+        def run(self):
+            try:
+                super().run()
+            except Exception as exc:  # noqa: BLE001 - any compiler failure
+                warnings.warn(f"fastwin._C failed to build ({type(exc).__name__}: {exc}); installing without it. "
+                              "The cpp/cuda backends will report this.")
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(f"fastwin._C failed to build ({type(exc).__name__}: {exc}); installing without it.")
+
+    return OptionalBuildExt
 
 
 def extension_kwargs():
     if os.environ.get("FASTWIN_SKIP_EXT") == "1" or not _cpu_sources():
         return {}
     try:
+        import torch
         from torch.utils import cpp_extension
     except ImportError:
         warnings.warn("torch is not importable at build time; fastwin._C is not built "
                       "(install torch first and use pip install --no-build-isolation)")
         return {}
-    return {}
+    with_cuda = (os.environ.get("FASTWIN_SKIP_CUDA") != "1" and torch.version.cuda is not None
+                 and cpp_extension.CUDA_HOME is not None and bool(_cuda_sources()))
+    os.environ["MAX_JOBS"] = _max_jobs(with_cuda)
+    cxx = ["-O3"]
+    kwargs = dict(
+        name="fastwin._C",
+        include_dirs=[os.path.join(HERE, "csrc", "include")],
+    )
+    if with_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+        ext = cpp_extension.CUDAExtension(
+            sources=_cpu_sources() + _cuda_sources(),
+            extra_compile_args={"cxx": cxx + ["-DFASTWIN_WITH_CUDA"], "nvcc": ["-O3", "-lineinfo"]},
+            **kwargs,
+        )
+    else:
+        ext = cpp_extension.CppExtension(sources=_cpu_sources(), extra_compile_args={"cxx": cxx}, **kwargs)
+    build_ext = _optional_build_ext(cpp_extension.BuildExtension).with_options(use_ninja=True)
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": build_ext}}
