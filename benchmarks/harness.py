@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-BASELINES = ("reference", "reference+compile", "official_matmul", "flex", "cudnn-channels_last")
+BASELINES = ("reference", "reference+compile", "official_matmul", "flex", "cudnn-nchw", "cudnn-channels_last")
 
 
 def size_set(config) -> str:

@@ -128,17 +128,17 @@ def test_global_attention(benchmark, device, copy_bandwidth, global_case, impl, 
             dict(B=c.batch, N=c.tokens, heads=c.heads, head_dim=c.head_dim))
 
 
-CONV_IMPLS = ("reference", "reference+compile", "cudnn-channels_last", "triton", "cuda", "cpp")
+CONV_IMPLS = ("reference", "reference+compile", "cudnn-nchw", "cudnn-channels_last", "triton", "cuda", "cpp")
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", CONV_IMPLS)
 def test_dwconv(benchmark, device, copy_bandwidth, conv_case, impl, mode):
     c = conv_case
-    if impl == "cudnn-channels_last":
+    if impl.startswith("cudnn"):
         if device.type != "cuda":
-            pytest.skip("cuDNN baseline needs a GPU")
-        backend, channels_last = "reference", True
+            pytest.skip("cuDNN baselines need a GPU")
+        backend, channels_last = "reference", impl.endswith("channels_last")
     else:
         _skip_unless_runnable(impl, device)
         backend, channels_last = impl.split("+")[0], device.type == "cuda"
@@ -174,3 +174,48 @@ def test_dwconv(benchmark, device, copy_bandwidth, conv_case, impl, mode):
     _record(benchmark, copy_bandwidth, c.name, impl, mode, nbytes, flops,
             dict(B=c.batch, C=c.channels, H=c.H, W=c.W, k=c.kernel, residual=c.residual,
                  channels_last=channels_last))
+
+
+DPE_LN_IMPLS = ("reference", "reference+compile", "triton", "cuda", "cpp")
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", DPE_LN_IMPLS)
+def test_dwconv_layernorm(benchmark, device, copy_bandwidth, conv_case, impl, mode):
+    """UniFormer SABlock entry: position embedding + residual + flatten + LayerNorm (3x3 cases only)."""
+    c = conv_case
+    if c.kernel != 3 or not c.residual:
+        pytest.skip("the fused DPE + LayerNorm exists for the 3x3 position embedding only")
+    _skip_unless_runnable(impl, device)
+    backend = impl.split("+")[0]
+    benchmark.group = f"dpe-layernorm {c.name} {mode}"
+    train = mode == "fwd+bwd"
+
+    def op(x, w, b, lw, lb):
+        return fastwin.ops.dwconv_layernorm(x, w, b, lw, lb, 1e-6)
+
+    compiled = torch.compile(op) if impl.endswith("+compile") else op
+
+    def step(*args):
+        with fastwin.set_backend(backend, strict=backend != "reference"):
+            if not train:
+                with torch.no_grad():
+                    return compiled(*args)
+            tokens, normed = compiled(*args)
+            return torch.autograd.grad((tokens, normed), args, (torch.ones_like(tokens), torch.ones_like(normed)))
+
+    def make():
+        x = torch.randn(c.batch, c.channels, c.H, c.W, device=device, dtype=DTYPE)
+        if device.type == "cuda":
+            x = x.to(memory_format=torch.channels_last)
+        w = 0.1 * torch.randn(c.channels, 1, 3, 3, device=device, dtype=DTYPE)
+        rest = [torch.randn(c.channels, device=device, dtype=DTYPE) for _ in range(3)]
+        return tuple(t.requires_grad_(train) for t in (x, w, *rest))
+
+    run_timed(benchmark, step, [make() for _ in range(2)], device)
+    elt = torch.finfo(DTYPE).bits // 8
+    numel = c.batch * c.channels * c.H * c.W
+    nbytes = numel * elt * (3 if not train else 8)  # read x, write tokens + normed (+ grads)
+    flops = 2 * numel * 9 * (3 if train else 1)
+    _record(benchmark, copy_bandwidth, c.name, impl, mode, nbytes, flops,
+            dict(B=c.batch, C=c.channels, H=c.H, W=c.W, k=3))

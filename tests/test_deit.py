@@ -12,17 +12,11 @@ from fastwin.models.deit import VisionTransformerDistilled
 
 import vit_literal as lit
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
 REAL = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: thread hand-offs cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _rel_err(a, b):

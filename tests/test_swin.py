@@ -16,17 +16,11 @@ from fastwin.models.swin import SwinTransformer, _SwinBlockHW
 
 import swin_literal as lit
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7)
 SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: intra-op threads only spin against other processes."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def rel_err(a, b):

@@ -10,17 +10,11 @@ from fastwin.layers import Attention
 
 import uniformer_literal as lit
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # tiny depths and widths (the real configs' structure is checked separately, on the meta device)
 TINY = dict(depth=(1, 1, 2, 1), embed_dim=(32, 64, 128, 192))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine: thread hand-offs cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _rel_err(a, b):

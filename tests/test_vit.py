@@ -11,6 +11,8 @@ from fastwin.models.vit import VisionTransformer, resample_abs_pos_embed
 
 import vit_literal as lit
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
 REAL = {
     "vit_tiny_patch16_224": dict(embed_dim=192, depth=12, num_heads=3),
@@ -19,14 +21,6 @@ REAL = {
     "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
 }
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: thread hand-offs cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _rel_err(a, b):
