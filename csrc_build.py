@@ -39,6 +39,24 @@ def _max_jobs(with_cuda):
     return str(max(1, min(cores, int(mem_gib // (4 if with_cuda else 1.5)))))
 
 
+def openmp_flags(torch):
+    """-fopenmp when torch's ATen uses OpenMP (Linux wheels).
+
+    at::parallel_for is a header template whose OpenMP backend is a `#pragma omp parallel`: compiled
+    without -fopenmp the pragma is dropped and every "parallel" kernel silently runs on one thread.
+    Linking with -fopenmp asks for libgomp.so.1, which resolves to the copy torch already loaded.
+    """
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        uses_omp = "OpenMP" in torch.__config__.parallel_info()
+    except Exception:  # noqa: BLE001 - very old torch: assume the default (OpenMP) backend
+        uses_omp = True
+    return ["-fopenmp"] if uses_omp else []
+
+
 def _optional_build_ext(base):
     class OptionalBuildExt(base):
         """build_ext that warns and continues: fastwin works without its extension."""
@@ -72,11 +90,16 @@ def extension_kwargs():
     with_cuda = (os.environ.get("FASTWIN_SKIP_CUDA") != "1" and torch.version.cuda is not None
                  and cpp_extension.CUDA_HOME is not None and bool(_cuda_sources()))
     os.environ["MAX_JOBS"] = _max_jobs(with_cuda)
-    cxx = ["-O3"]
+    # -ffp-contract=fast: torch builds with -std=c++20 (ISO mode), where GCC otherwise never fuses
+    # a * b + c into FMA; the CPU kernels rely on fused multiply-adds.
+    cxx = ["-O3", "-ffp-contract=fast"]
     kwargs = dict(
         name="fastwin._C",
         include_dirs=[os.path.join(HERE, "csrc", "include")],
     )
+    omp = openmp_flags(torch)
+    cxx += omp
+    kwargs["extra_link_args"] = omp
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
         ext = cpp_extension.CUDAExtension(

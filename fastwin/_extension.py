@@ -43,6 +43,7 @@ def _jit(name: str, sources, with_cuda: bool) -> None:
 
     build_dir = os.path.join(os.environ.get("FASTWIN_CACHE_DIR", os.path.expanduser("~/.cache/fastwin")), name)
     os.makedirs(build_dir, exist_ok=True)
+    omp = _openmp_flags()
     arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
     if not arch:
         major, minor = torch.cuda.get_device_capability()
@@ -51,12 +52,25 @@ def _jit(name: str, sources, with_cuda: bool) -> None:
         name=name,
         sources=sources,
         extra_include_paths=[os.path.join(_CSRC, "include")],
-        extra_cflags=["-O3"] + (["-DFASTWIN_WITH_CUDA"] if with_cuda else []),
+        extra_cflags=["-O3", "-ffp-contract=fast"] + omp + (["-DFASTWIN_WITH_CUDA"] if with_cuda else []),
+        extra_ldflags=omp,
         extra_cuda_cflags=["-O3", "-lineinfo"],
         build_directory=build_dir,
         is_python_module=False,
         verbose=False,
     )
+
+
+def _openmp_flags():
+    """The OpenMP flags csrc_build.py uses (there: why at::parallel_for needs them)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        return ["-fopenmp"] if "OpenMP" in torch.__config__.parallel_info() else []
+    except Exception:  # noqa: BLE001
+        return ["-fopenmp"]
 
 
 def load_cuda() -> Optional[str]:

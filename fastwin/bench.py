@@ -137,7 +137,7 @@ def candidates(device: torch.device, compile_reference: bool = True) -> List[str
     if compile_reference:
         names.append("reference+compile")
     table = dispatch.backends()
-    for name in dispatch.AUTO_ORDER.get(device.type, ()):
+    for name in dispatch.auto_order(device.type, "shifted_window_attention"):
         if name != "reference" and table[name]:
             names.append(name)
     return names

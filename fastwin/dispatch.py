@@ -28,14 +28,22 @@ BACKENDS = ("reference", "triton", "cuda", "cpp")
 CHOICES = ("auto",) + BACKENDS
 OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d", "dwconv_layernorm")
 
-# Order `auto` tries per device type. Kept in one table so measurements change one line.
-# CPU: the reference (MKL-backed SDPA) measured faster than the cpp kernels on Swin-T shapes
-# (see the closing notes / benchmarks), so `cpp` is used only when chosen explicitly.
-# CUDA: not yet measured on a GPU; Triton first because it is the most tested fused path.
+# Order `auto` tries per device type, optionally per (device type, op). Kept in one table so a
+# measurement changes one line. CPU: the cpp attention kernels measured 2.5-10x faster than the
+# reference per Swin-T stage (Swin-T inference 1.56-1.61x), but the cpp depthwise conv is slower than
+# oneDNN's, so dwconv ops prefer the reference there. CUDA: not yet measured on a GPU; Triton first
+# because it is the most tested fused path.
 AUTO_ORDER = {
     "cuda": ("triton", "cuda", "reference"),
-    "cpu": ("reference", "cpp"),
+    "cpu": ("cpp", "reference"),
+    ("cpu", "dwconv2d"): ("reference", "cpp"),
+    ("cpu", "dwconv_layernorm"): ("reference", "cpp"),
 }
+
+
+def auto_order(device_type: str, op: str) -> Tuple[str, ...]:
+    """The backends `auto` tries, in order, for `op` on `device_type`."""
+    return AUTO_ORDER.get((device_type, op)) or AUTO_ORDER.get(device_type, ("reference",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +159,7 @@ def select(call: Call) -> Tuple[str, Callable]:
     """Pick the backend for `call` and return `(name, implementation)`."""
     choice = _state.backend
     if choice == "auto":
-        for name in AUTO_ORDER.get(call.device.type, ("reference",)):
+        for name in auto_order(call.device.type, call.op):
             reason = why_not(name, call)
             if reason is None:
                 return name, _module(name).IMPLS[call.op]

@@ -71,6 +71,27 @@ def test_shifted_window_attention_noncontiguous_and_no_bias():
     _check(fn, fn, [qkv])
 
 
+@pytest.mark.parametrize("H,W,window,shift", [(5, 5, 12, 6), (3, 2, 8, 5), (1, 1, 7, 3), (2, 9, 4, 3)])
+@pytest.mark.parametrize("pad_order", ["roll_pad", "pad_roll"])
+def test_shift_larger_than_map(H, W, window, shift, pad_order):
+    """Window (and shift) larger than the map, un-shrunk: the roll wraps more than once (was an OOB read)."""
+    heads, d = 2, 32
+    qkv = torch.randn(2, H, W, 3 * heads * d)
+    table = torch.randn((2 * window - 1) ** 2, heads)
+    qkv_bias = torch.randn(3 * heads * d)
+    fn = lambda q, t, b: ops.shifted_window_attention(q, heads, window, shift, t, b, pad_order=pad_order)  # noqa: E731
+    _check(fn, fn, [qkv, table, qkv_bias])
+
+
+def test_denormal_mode_restored():
+    """The kernels flush denormals while they run (masked -100 logits); the caller's mode must survive."""
+    qkv = torch.randn(2, 14, 14, 3 * 2 * 32)
+    with fastwin.set_backend("cpp", strict=True):
+        ops.shifted_window_attention(qkv, 2, 7, 3)
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    assert (tiny * 0.5).item() != 0.0, "flush-to-zero leaked out of the cpp attention kernel"
+
+
 @pytest.mark.parametrize("with_mask", [False, True])
 @pytest.mark.parametrize("d", [32, 64])
 def test_window_attention(with_mask, d):

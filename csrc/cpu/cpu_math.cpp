@@ -5,46 +5,86 @@
 #include <cstring>
 #include <limits>
 
+// The vector helpers below are always_inline, so the ABI note about passing 64-byte vectors by
+// value never applies across a real call.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace fastwin {
 namespace cpu {
 namespace {
+
+// 64-byte GCC vector types: one zmm under AVX-512, two ymm under AVX2, lowered further by default.
+// Written explicitly because the auto-vectorizer turned the old scalar 4x16 tile into 128-bit
+// shuffles with accumulators spilled to the stack (perf showed ~10x below the reference).
+typedef float vf __attribute__((vector_size(64)));
+typedef double vd __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+template <typename T> struct Vec;
+template <> struct Vec<float> { using type = vf; static constexpr int L = 16; };
+template <> struct Vec<double> { using type = vd; static constexpr int L = 8; };
+
+template <typename V>
+__attribute__((always_inline)) inline V loadu(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V>
+__attribute__((always_inline)) inline void storeu(void* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// C[4, NV*L] tile over the whole K: 4*NV vector accumulators stay in registers (16 zmm for NV=4).
+template <typename T, int NV>
+__attribute__((always_inline)) inline void mm_tile(int64_t K, const T* A, int64_t sAm, int64_t sAk, const T* B,
+                                                   int64_t ldb, T* C, int64_t ldc, T alpha, bool accumulate) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::L;
+  V c[kTileM][NV];
+  for (int r = 0; r < kTileM; ++r)
+    for (int v = 0; v < NV; ++v) c[r][v] = V{};
+  for (int64_t k = 0; k < K; ++k) {
+    V b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = loadu<V>(B + k * ldb + v * L);
+    for (int r = 0; r < kTileM; ++r) {
+      const T a = A[r * sAm + k * sAk];
+      for (int v = 0; v < NV; ++v) c[r][v] += a * b[v];  // FMA: built with -ffp-contract=fast
+    }
+  }
+  for (int r = 0; r < kTileM; ++r)
+    for (int v = 0; v < NV; ++v) {
+      T* out = C + r * ldc + v * L;
+      storeu(out, accumulate ? loadu<V>(out) + alpha * c[r][v] : alpha * c[r][v]);
+    }
+}
 
 template <typename T>
 __attribute__((always_inline)) inline void mm_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t sAm,
                                                    int64_t sAk, const T* B, int64_t ldb, T* C, int64_t ldc, T alpha,
                                                    bool accumulate) {
+  constexpr int L = Vec<T>::L;  // N is a multiple of kTileN (16), hence of L
   for (int64_t i0 = 0; i0 < M; i0 += kTileM) {
-    for (int64_t j0 = 0; j0 < N; j0 += kTileN) {
-      // The 4x16 accumulator tile stays in vector registers across the whole K loop.
-      T c[kTileM][kTileN] = {};
-      for (int64_t k = 0; k < K; ++k) {
-        const T* b = B + k * ldb + j0;
-        for (int r = 0; r < kTileM; ++r) {
-          const T a = A[(i0 + r) * sAm + k * sAk];
-          for (int jj = 0; jj < kTileN; ++jj) c[r][jj] += a * b[jj];
-        }
-      }
-      for (int r = 0; r < kTileM; ++r) {
-        T* out = C + (i0 + r) * ldc + j0;
-        if (accumulate) {
-          for (int jj = 0; jj < kTileN; ++jj) out[jj] += alpha * c[r][jj];
-        } else {
-          for (int jj = 0; jj < kTileN; ++jj) out[jj] = alpha * c[r][jj];
-        }
-      }
+    const T* Ai = A + i0 * sAm;
+    T* Ci = C + i0 * ldc;
+    int64_t j0 = 0;
+    for (; j0 + 4 * L <= N; j0 += 4 * L) mm_tile<T, 4>(K, Ai, sAm, sAk, B + j0, ldb, Ci + j0, ldc, alpha, accumulate);
+    if (j0 + 2 * L <= N) {
+      mm_tile<T, 2>(K, Ai, sAm, sAk, B + j0, ldb, Ci + j0, ldc, alpha, accumulate);
+      j0 += 2 * L;
     }
+    if (j0 < N) mm_tile<T, 1>(K, Ai, sAm, sAk, B + j0, ldb, Ci + j0, ldc, alpha, accumulate);
   }
 }
 
-// exp(x) for x <= 0-ish softmax arguments, branch-free so loops over it vectorize:
-// x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-7 Taylor polynomial (rel. error < 1e-8),
-// 2^n assembled in the exponent bits. Inputs are clamped to the normal range.
-__attribute__((always_inline)) inline float fast_expf(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);  // 1/ln 2
-  float r = x - n * 0.693145751953125f;                           // ln 2, high part (exact product)
-  r = r - n * 1.428606765330187e-06f;                             // ln 2, low part
-  float p = 1.0f / 5040.0f;
+// The same exp on 16 lanes: round-to-nearest by the 1.5 * 2^23 trick instead of floor, so it
+// needs no per-ISA intrinsics.
+__attribute__((always_inline)) inline vf fast_expf(vf x) {
+  x = x < -87.0f ? vf{} - 87.0f : x;  // keeps the exponent arithmetic in range
+  x = x > 88.0f ? vf{} + 88.0f : x;
+  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  vf r = x - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187e-06f;
+  vf p = vf{} + 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
@@ -52,63 +92,165 @@ __attribute__((always_inline)) inline float fast_expf(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof(two_n));
-  return p * two_n;
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  // Below -87 the true value is (nearly) denormal: return 0 rather than a clamped e^-87, so masked
+  // logits contribute nothing and never feed denormals into the following matmul.
+  return x <= -87.0f ? vf{} : p * reinterpret_cast<const vf&>(bits);
 }
 
-__attribute__((always_inline)) inline float exp_of(float x) { return fast_expf(x); }
 __attribute__((always_inline)) inline double exp_of(double x) { return std::exp(x); }
 
-template <typename T>
-__attribute__((always_inline)) inline void softmax_impl(T* S, int64_t rows, int64_t n, int64_t ld, T* lse) {
+// Horizontal max / sum of 16 lanes by a shuffle tree (GCC 12 has no generic reduce builtin).
+__attribute__((always_inline)) inline float hmax(vf v) {
+  v = v > __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}) ? v : __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  v = v > __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}) ? v : __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+  v = v > __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}) ? v : __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+  return v[0] > v[1] ? v[0] : v[1];
+}
+__attribute__((always_inline)) inline float hsum(vf v) {
+  v += __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  v += __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+  v += __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+  return v[0] + v[1];
+}
+
+// Lanes of the last 16-wide vector of an n-column row that are real columns (all-ones) or padding.
+__attribute__((always_inline)) inline vi tail_mask(int64_t n) {
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return lane < static_cast<int32_t>(n - ((n + 15) / 16 - 1) * 16);
+}
+
+// float rows: whole 16-lane vectors over the padded row (ld % 16 == 0); padding lanes are masked
+// to -inf for the max and to 0 after the exp.
+__attribute__((always_inline)) inline void softmax_impl(float* S, int64_t rows, int64_t n, int64_t ld, float* lse) {
+  const int64_t nv = (n + 15) / 16;
+  const vi tail = tail_mask(n);
+  const vf ninf = vf{} - std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
-    T* s = S + r * ld;
-    T m = -std::numeric_limits<T>::infinity();
+    float* s = S + r * ld;
+    vf mv = ninf;
+    for (int64_t v = 0; v < nv; ++v) {
+      vf x = loadu<vf>(s + 16 * v);
+      if (v == nv - 1) x = tail ? x : ninf;
+      mv = x > mv ? x : mv;
+    }
+    const float m = hmax(mv);
+    vf sv{};
+    for (int64_t v = 0; v < nv; ++v) {
+      vf e = fast_expf(loadu<vf>(s + 16 * v) - m);
+      if (v == nv - 1) e = tail ? e : vf{};
+      sv += e;
+      storeu(s + 16 * v, e);
+    }
+    const float sum = hsum(sv);
+    const float inv = 1.0f / sum;
+    for (int64_t v = 0; v < nv; ++v) storeu(s + 16 * v, loadu<vf>(s + 16 * v) * inv);
+    for (int64_t j = nv * 16; j < ld; ++j) s[j] = 0;
+    if (lse) lse[r] = m + std::log(sum);
+  }
+}
+
+__attribute__((always_inline)) inline void exp_rows_impl(float* S, int64_t rows, int64_t n, int64_t ld, const float* lse) {
+  const int64_t nv = (n + 15) / 16;
+  const vi tail = tail_mask(n);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* s = S + r * ld;
+    for (int64_t v = 0; v < nv; ++v) {
+      vf e = fast_expf(loadu<vf>(s + 16 * v) - lse[r]);
+      if (v == nv - 1) e = tail ? e : vf{};
+      storeu(s + 16 * v, e);
+    }
+    for (int64_t j = nv * 16; j < ld; ++j) s[j] = 0;
+  }
+}
+
+__attribute__((always_inline)) inline void softmax_impl(double* S, int64_t rows, int64_t n, int64_t ld, double* lse) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double* s = S + r * ld;
+    double m = -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
-    for (int64_t j = 0; j < n; ++j) s[j] = exp_of(s[j] - m);  // kept apart from the sum: vectorizes
-    T sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += s[j];
-    const T inv = T(1) / sum;
+    double sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += (s[j] = exp_of(s[j] - m));
+    const double inv = 1.0 / sum;
     for (int64_t j = 0; j < n; ++j) s[j] *= inv;
     for (int64_t j = n; j < ld; ++j) s[j] = 0;
     if (lse) lse[r] = m + std::log(sum);
   }
 }
 
-template <typename T>
-__attribute__((always_inline)) inline void exp_rows_impl(T* S, int64_t rows, int64_t n, int64_t ld, const T* lse) {
+__attribute__((always_inline)) inline void exp_rows_impl(double* S, int64_t rows, int64_t n, int64_t ld, const double* lse) {
   for (int64_t r = 0; r < rows; ++r) {
-    T* s = S + r * ld;
-    const T l = lse[r];
-    for (int64_t j = 0; j < n; ++j) s[j] = exp_of(s[j] - l);
+    double* s = S + r * ld;
+    for (int64_t j = 0; j < n; ++j) s[j] = exp_of(s[j] - lse[r]);
     for (int64_t j = n; j < ld; ++j) s[j] = 0;
   }
 }
 
 }  // namespace
 
-FW_CLONES void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t sAm, int64_t sAk, const float* B,
-                  int64_t ldb, float* C, int64_t ldc, float alpha, bool accumulate) {
-  mm_impl<float>(M, N, K, A, sAm, sAk, B, ldb, C, ldc, alpha, accumulate);
+// ISA variants. Each wrapper compiles the same always_inline body for its target; FMA must be
+// named explicitly (target_clones("avx512f") does not imply it, and -std=c++20 is ISO mode, where
+// GCC does not contract a * b + c unless -ffp-contract=fast). Picked once per process by CPUID
+// feature bits, not CPU model, so virtualized CPUs get the right one.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FASTWIN_NO_CLONES)
+#define FW_ISA_DISPATCH 1
+#define FW_T512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#define FW_T256 __attribute__((target("avx2,fma")))
+namespace {
+int isa_level() {
+  static const int level = [] {
+    __builtin_cpu_init();
+    const bool fma = __builtin_cpu_supports("fma");
+    if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+      return 2;
+    return fma && __builtin_cpu_supports("avx2") ? 1 : 0;
+  }();
+  return level;
 }
-FW_CLONES void mm(int64_t M, int64_t N, int64_t K, const double* A, int64_t sAm, int64_t sAk, const double* B,
-                  int64_t ldb, double* C, int64_t ldc, double alpha, bool accumulate) {
-  mm_impl<double>(M, N, K, A, sAm, sAk, B, ldb, C, ldc, alpha, accumulate);
-}
-FW_CLONES void softmax_rows(float* S, int64_t rows, int64_t n, int64_t ld, float* lse) {
-  softmax_impl<float>(S, rows, n, ld, lse);
-}
-FW_CLONES void softmax_rows(double* S, int64_t rows, int64_t n, int64_t ld, double* lse) {
-  softmax_impl<double>(S, rows, n, ld, lse);
-}
-FW_CLONES void exp_rows(float* S, int64_t rows, int64_t n, int64_t ld, const float* lse) {
-  exp_rows_impl<float>(S, rows, n, ld, lse);
-}
-FW_CLONES void exp_rows(double* S, int64_t rows, int64_t n, int64_t ld, const double* lse) {
-  exp_rows_impl<double>(S, rows, n, ld, lse);
-}
+}  // namespace
+#endif
+
+#define MM_PARAMS(T)                                                                                       \
+  (int64_t M, int64_t N, int64_t K, const T* A, int64_t sAm, int64_t sAk, const T* B, int64_t ldb, T* C, \
+   int64_t ldc, T alpha, bool accumulate)
+#define MM_ARGS (M, N, K, A, sAm, sAk, B, ldb, C, ldc, alpha, accumulate)
+#define SM_PARAMS(T) (T* S, int64_t rows, int64_t n, int64_t ld, T* lse)
+#define EX_PARAMS(T) (T* S, int64_t rows, int64_t n, int64_t ld, const T* lse)
+#define ROW_ARGS (S, rows, n, ld, lse)
+
+#if defined(FW_ISA_DISPATCH)
+#define VARIANTS(name, params, args, body)                  \
+  namespace {                                               \
+  FW_T512 void name##_512 params { body args; }             \
+  FW_T256 void name##_256 params { body args; }             \
+  void name##_def params { body args; }                     \
+  }                                                         \
+  static void name params {                                 \
+    const int l = isa_level();                              \
+    if (l == 2) name##_512 args;                            \
+    else if (l == 1) name##_256 args;                       \
+    else name##_def args;                                   \
+  }
+#else
+#define VARIANTS(name, params, args, body) \
+  static void name params { body args; }
+#endif
+
+// Distinct names per overload for the variants; the public overloads forward to them.
+VARIANTS(mm_f32, MM_PARAMS(float), MM_ARGS, mm_impl<float>)
+VARIANTS(mm_f64, MM_PARAMS(double), MM_ARGS, mm_impl<double>)
+VARIANTS(softmax_f32, SM_PARAMS(float), ROW_ARGS, softmax_impl)
+VARIANTS(softmax_f64, SM_PARAMS(double), ROW_ARGS, softmax_impl)
+VARIANTS(exp_f32, EX_PARAMS(float), ROW_ARGS, exp_rows_impl)
+VARIANTS(exp_f64, EX_PARAMS(double), ROW_ARGS, exp_rows_impl)
+
+void mm MM_PARAMS(float) { mm_f32 MM_ARGS; }
+void mm MM_PARAMS(double) { mm_f64 MM_ARGS; }
+void softmax_rows SM_PARAMS(float) { softmax_f32 ROW_ARGS; }
+void softmax_rows SM_PARAMS(double) { softmax_f64 ROW_ARGS; }
+void exp_rows EX_PARAMS(float) { exp_f32 ROW_ARGS; }
+void exp_rows EX_PARAMS(double) { exp_f64 ROW_ARGS; }
 
 }  // namespace cpu
 }  // namespace fastwin

@@ -1,20 +1,13 @@
 // Small dense kernels for the CPU attention/conv paths: register-tiled matmul, softmax rows.
 //
 // torch's CPU BLAS entry points are not exported to extensions, and a BLAS call per 49x49 window
-// would cost more than the maths, so the kernels are plain C++ written to auto-vectorize: all
-// buffers are padded (rows to 4, columns to 16) so the 4x16 micro-tile never needs an edge case.
-// On x86-64 with GCC, hot functions are cloned for AVX-512 / AVX2 and picked at load time
-// (ifunc), keeping the binary portable.
+// would cost more than the maths, so the kernels are plain C++ on 64-byte GCC vector types: all
+// buffers are padded (rows to 4, columns to 16) so the 4x(16..64) micro-tiles never need an edge
+// case. On x86-64 with GCC each entry point is compiled for AVX-512+FMA, AVX2+FMA and the baseline
+// and picked once at run time from CPUID feature bits (cpu_math.cpp), keeping the binary portable.
 #pragma once
 
 #include <cstdint>
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FASTWIN_NO_CLONES)
-// Feature-based clones: "arch=" clones dispatch on the CPU *model*, which fails on virtualized CPUs.
-#define FW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FW_CLONES
-#endif
 
 namespace fastwin {
 namespace cpu {

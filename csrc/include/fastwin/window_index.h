@@ -31,7 +31,7 @@ struct WindowGeom {
   int H, W;        // map
   int Hp, Wp;      // padded map
   int wh, ww;      // window
-  int sh, sw;      // shift (0 <= s < window)
+  int sh, sw;      // shift (0 <= s < window; may exceed H / W, see shifted_source)
   int nWh, nWw;    // windows per column / row of the padded map
   bool pad_roll;   // true: pad then roll (detection code); false: roll then pad (timm)
 };
@@ -47,15 +47,18 @@ FW_HD WindowGeom make_window_geom(int H, int W, int wh, int ww, int sh, int sw, 
 // Source coordinate, along one axis, of position p of the shifted padded axis; -1 for padding.
 // roll_pad: shifted[p] = x[(p + s) mod size] for p < size, padding beyond.
 // pad_roll: shifted[p] = padded[(p + s) mod padded], padding where that lands at >= size.
+// torch.roll wraps any shift, and the shift is only bounded by the window, which may exceed the map
+// (e.g. a 5x5 map with window 12, shift 6): a single conditional subtraction is not enough, so the
+// wrap is a true modulo. The common case (p + s < size) skips the division.
 FW_HD int shifted_source(int p, int size, int padded, int shift, bool pad_roll) {
   if (pad_roll) {
     int q = p + shift;
-    if (q >= padded) q -= padded;
+    if (q >= padded) q %= padded;
     return q < size ? q : -1;
   }
   if (p >= size) return -1;
   int q = p + shift;
-  if (q >= size) q -= size;
+  if (q >= size) q %= size;
   return q;
 }
 
