@@ -14,7 +14,7 @@ import sys
 
 from setuptools import setup
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csrc_build import extension_kwargs  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc"))
+from build_config import extension_kwargs  # noqa: E402
 
 setup(**extension_kwargs())

@@ -62,7 +62,7 @@ def _jit(name: str, sources, with_cuda: bool) -> None:
 
 
 def _openmp_flags():
-    """The OpenMP flags csrc_build.py uses (there: why at::parallel_for needs them)."""
+    """The OpenMP flags csrc/build_config.py uses (there: why at::parallel_for needs them)."""
     import sys
 
     if not sys.platform.startswith("linux"):

@@ -1,4 +1,4 @@
-"""How setup.py builds fastwin._C (kept apart so setup.py stays declarative).
+"""How setup.py builds fastwin._C (kept here so setup.py stays declarative and the top level stays SPEC §1).
 
 Returns setup() keyword arguments: `ext_modules` and `cmdclass` when sources exist and torch is
 importable, nothing otherwise. A failing extension build warns instead of failing the install.
@@ -11,7 +11,7 @@ import glob
 import os
 import warnings
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 DEFAULT_ARCHS = "8.0;9.0"
 
 
