@@ -112,11 +112,12 @@ def run_checks(device: torch.device, backends: Optional[List[str]] = None, progr
             except RuntimeError as exc:  # e.g. a CPU op without half support in this torch
                 rows.append(CheckRow("reference", case, str(dt)[6:], status=f"skipped: {exc}"[:80]))
                 continue
+            call = _call_for(fn, low_in)  # the dispatcher's view of this case, the same for every backend
             fwd_bound = 2 * _err(ref_out, exact_out) + FLOORS[dt] * _scale(exact_out)
             bwd_bound = 2 * _err(ref_grad, exact_grad) + FLOORS[dt] * _scale(exact_grad)
             for name in names:
                 row = CheckRow(name, case, str(dt)[6:], bound=max(fwd_bound, bwd_bound))
-                reason = dispatch.why_not(name, _call_for(fn, low_in, name))
+                reason = dispatch.why_not(name, call)
                 if reason is not None and name != "reference":
                     row.status = f"skipped: {reason}"
                 else:
@@ -138,7 +139,7 @@ def _with(name, fn, args):
         return fn(*args)
 
 
-def _call_for(fn, inputs, name):
+def _call_for(fn, inputs):
     """The dispatcher's view of this case (learned from one cheap reference run)."""
     with torch.no_grad():
         _with("reference", fn, inputs)

@@ -57,7 +57,7 @@ def cmd_check(args) -> int:
 
 def cmd_bench(args) -> int:
     device = _device(args.device)
-    model = args.model or ("swin_tiny_patch4_window7_224" if device.type == "cuda" else "swin_tiny_patch4_window7_224")
+    model = args.model or "swin_tiny_patch4_window7_224"
     batch = args.batch or (64 if device.type == "cuda" else 2)
     dtype = bench.DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     names = bench.candidates(device, compile_reference=not args.no_compile)

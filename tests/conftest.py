@@ -18,10 +18,6 @@ def _fresh_state():
         yield
 
 
-def has_backend(name):
-    return fastwin.backends()[name]
-
-
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -21,6 +21,10 @@ def test_backends_table_has_every_backend_and_reasons():
             assert isinstance(table.reasons[name], str) and table.reasons[name]
 
 
+def test_reference_implements_every_op():
+    assert set(dispatch._module("reference").IMPLS) == set(dispatch.OPS)
+
+
 def test_set_backend_is_a_context_manager_and_restores():
     assert fastwin.get_backend() == "auto"
     with fastwin.set_backend("reference"):
