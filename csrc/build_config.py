@@ -66,13 +66,14 @@ def _optional_build_ext(base):
                 super().run()
             except Exception as exc:  # noqa: BLE001 - any compiler failure
                 warnings.warn(f"fastwin._C failed to build ({type(exc).__name__}: {exc}); installing without it. "
-                              "The cpp/cuda backends will report this.")
+                              "The cpp/cuda backends will report this.", stacklevel=2)
 
         def build_extension(self, ext):
             try:
                 super().build_extension(ext)
             except Exception as exc:  # noqa: BLE001
-                warnings.warn(f"fastwin._C failed to build ({type(exc).__name__}: {exc}); installing without it.")
+                warnings.warn(f"fastwin._C failed to build ({type(exc).__name__}: {exc}); installing without it.",
+                              stacklevel=2)
 
     return OptionalBuildExt
 
@@ -85,7 +86,7 @@ def extension_kwargs():
         from torch.utils import cpp_extension
     except ImportError:
         warnings.warn("torch is not importable at build time; fastwin._C is not built "
-                      "(install torch first and use pip install --no-build-isolation)")
+                      "(install torch first and use pip install --no-build-isolation)", stacklevel=2)
         return {}
     with_cuda = (os.environ.get("FASTWIN_SKIP_CUDA") != "1" and torch.version.cuda is not None
                  and cpp_extension.CUDA_HOME is not None and bool(_cuda_sources()))

@@ -1,34 +1,51 @@
 // fastwin._C: operator schemas (namespace `fastwin_C`) and the Python module stub.
 //
-// The schemas live in their own namespace so they cannot clash with the Triton ops, which Python
-// registers as `fastwin::<op>_fwd/_bwd` via torch.library.triton_op. CPU kernels register in
-// csrc/cpu/, CUDA kernels in csrc/cuda/bindings_cuda.cpp; Python adds fake (meta) kernels and
-// autograd in fastwin/backend/cpp_backend.py.
+// The schemas live in their own namespace so they cannot clash with the Triton ops of the same
+// names, which Python registers as `fastwin::<op>_fwd/_bwd` (both would claim the CUDA key). CPU
+// kernels register in csrc/cpu/, CUDA kernels in csrc/cuda/bindings_cuda.cpp; Python adds the fake
+// (meta) kernels and the one autograd definition per op at `import fastwin` (fastwin/backend/library.py).
 //
 // Attention ops return (out, lse): lse [groups, heads, N] (fp32; fp64 for fp64 inputs) is the
-// softmax log-normalizer the backward pass recomputes probabilities from. Gradients of optional
-// inputs come back as empty tensors when the input is absent (or, for the mask, not requested).
+// per-row softmax statistic each device's backward recomputes probabilities from; its exact meaning
+// is the device's own (CPU: log-normalizer relative to the row max; CUDA f16/bf16: base-2
+// logsumexp). Gradients come back as empty tensors when the input is absent or `needs_grad` does
+// not ask for them.
 #include <torch/extension.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(fastwin_C, m) {
+  // Same op names and argument order as the Triton ops (`fastwin::<op>_fwd/_bwd`, registered in
+  // fastwin/backend/triton_ops.py), so one Python autograd definition serves both (fastwin/library.py).
+  //   <op>_fwd(inputs..., attributes...) -> (outputs..., saved statistics...)
+  //   <op>_bwd(grads of the differentiable outputs..., saved outputs..., inputs..., attributes...,
+  //            bool[] needs_grad) -> one gradient per differentiable input ([0]-sized when not needed)
+  //
   // Shifted-window attention on the un-partitioned qkv map [B, H, W, 3C] -> out [B, H, W, C].
-  m.def("swin_attn_fwd(Tensor qkv, int num_heads, int[] window_size, int[] shift_size, Tensor? table, "
-        "Tensor? qkv_bias, float scale, bool pad_roll) -> (Tensor, Tensor)");
-  m.def("swin_attn_bwd(Tensor grad_out, Tensor qkv, Tensor out, Tensor lse, int num_heads, int[] window_size, "
-        "int[] shift_size, Tensor? table, Tensor? qkv_bias, float scale, bool pad_roll) -> (Tensor, Tensor, Tensor)");
+  m.def("shifted_window_attention_fwd(Tensor qkv, Tensor? rel_pos_bias_table, Tensor? qkv_bias, int num_heads, "
+        "int[2] window_size, int[2] shift_size, float scale, bool pad_roll) -> (Tensor, Tensor)");
+  m.def("shifted_window_attention_bwd(Tensor grad_out, Tensor out, Tensor lse, Tensor qkv, Tensor? rel_pos_bias_table, "
+        "Tensor? qkv_bias, int num_heads, int[2] window_size, int[2] shift_size, float scale, bool pad_roll, "
+        "bool[3] needs_grad) -> (Tensor, Tensor, Tensor)");
   // Attention on given windows qkv [B_, N, 3C] with optional mask [nW, N, N] -> out [B_, N, C].
-  m.def("win_attn_fwd(Tensor qkv, int num_heads, int[] window_size, Tensor? table, Tensor? mask, float scale) "
-        "-> (Tensor, Tensor)");
-  m.def("win_attn_bwd(Tensor grad_out, Tensor qkv, Tensor out, Tensor lse, int num_heads, int[] window_size, "
-        "Tensor? table, Tensor? mask, float scale, bool mask_grad) -> (Tensor, Tensor, Tensor)");
+  m.def("window_attention_fwd(Tensor qkv, Tensor? rel_pos_bias_table, Tensor? mask, int num_heads, "
+        "int[2] window_size, float scale) -> (Tensor, Tensor)");
+  m.def("window_attention_bwd(Tensor grad_out, Tensor out, Tensor lse, Tensor qkv, Tensor? rel_pos_bias_table, "
+        "Tensor? mask, int num_heads, int[2] window_size, float scale, bool[3] needs_grad) -> (Tensor, Tensor, Tensor)");
   // Global attention qkv [B, N, 3C] -> out [B, N, C].
-  m.def("attn_fwd(Tensor qkv, int num_heads, float scale) -> (Tensor, Tensor)");
-  m.def("attn_bwd(Tensor grad_out, Tensor qkv, Tensor out, Tensor lse, int num_heads, float scale) -> Tensor");
-  // Depthwise conv on logical [B, C, H, W] (any memory format; output keeps it).
-  m.def("dwconv2d_fwd(Tensor x, Tensor weight, Tensor? bias, bool residual) -> Tensor");
-  m.def("dwconv2d_bwd(Tensor grad_out, Tensor x, Tensor weight, bool residual, bool bias_grad) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def("attention_fwd(Tensor qkv, int num_heads, float scale) -> (Tensor, Tensor)");
+  m.def("attention_bwd(Tensor grad_out, Tensor out, Tensor lse, Tensor qkv, int num_heads, float scale, "
+        "bool[1] needs_grad) -> Tensor");
+  // Depthwise conv; layout "NCHW" (x [B, C, H, W], any memory format, kept) or "NHWC" (x [B, H, W, C]).
+  m.def("dwconv2d_fwd(Tensor x, Tensor weight, Tensor? bias, bool residual, str layout) -> Tensor");
+  m.def("dwconv2d_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool residual, str layout, "
+        "bool[3] needs_grad) -> (Tensor, Tensor, Tensor)");
+  // Linear + bias + GELU, the MLP's first half: x [..., K], weight [N, K], bias [N] -> out [..., N] =
+  // gelu(x @ weight^T + bias) ("none": erf form, "tanh": tanh approximation), and the saved
+  // pre-activation x @ weight^T + bias [..., N] when save_preact (else [0]). CPU only for now.
+  m.def("linear_gelu_fwd(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_preact) "
+        "-> (Tensor, Tensor)");
+  m.def("linear_gelu_bwd(Tensor grad_out, Tensor preact, Tensor x, Tensor weight, Tensor? bias, str approximate, "
+        "bool save_preact, bool[3] needs_grad) -> (Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -4,7 +4,8 @@
 // from the strided qkv tensor (shift, padding and partition are only index arithmetic, see
 // window_index.h) into padded fp32 (fp64 for double) buffers, computes attention in query-row
 // blocks with the register-tiled kernels of cpu_math.h, and scatters the result to un-shifted
-// positions. The backward pass recomputes P from the saved logsumexp; bias-table, mask and
+// positions. The backward pass recomputes P from the saved logsumexp (and the softmax correction
+// rowsum(dO * O) as rowsum(P * dP) in the accumulation type); bias-table, mask and
 // qkv_bias gradients are reduced per static chunk of units and summed in chunk order, so results
 // are deterministic for a given thread count.
 #include <ATen/ATen.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "../common/attn_args.h"
+#include "cpu_kernels.h"
 #include "cpu_math.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -71,7 +73,7 @@ Ctx<scalar_t, acc_t> make_ctx(const AttnParams& p, const at::Tensor& qkv, const 
 // Per-thread scratch, zero-initialized once so the padding of every buffer stays zero.
 template <typename acc_t>
 struct Scratch {
-  std::vector<acc_t> Q, K, Kt, V, Vt, S, O, dO, dP, dK, dV, lse, D;
+  std::vector<acc_t> Q, K, Kt, V, Vt, S, O, dO, dP, dK, dV, lse;
   std::vector<int64_t> in_off, out_row;
   std::vector<int> region;
   bool one_region = true;  // every token of the group in the same shift region: no shift mask
@@ -84,7 +86,6 @@ struct Scratch {
       dP.assign(BM * Np, 0);
       dK.assign(Np * dp, 0);
       dV.assign(Np * dp, 0);
-      D.assign(Np, 0);
     }
   }
 };
@@ -196,7 +197,7 @@ struct Partial {
 
 template <typename scalar_t, typename acc_t>
 void backward_unit(const Ctx<scalar_t, acc_t>& c, Scratch<acc_t>& s, Partial<acc_t>& part, int64_t u,
-                   const scalar_t* grad_out, const scalar_t* out, const acc_t* lse, scalar_t* dqkv) {
+                   const scalar_t* grad_out, const acc_t* lse, scalar_t* dqkv) {
   const AttnParams& p = c.p;
   const int64_t g = u / p.heads;
   const int h = static_cast<int>(u % p.heads);
@@ -204,13 +205,13 @@ void backward_unit(const Ctx<scalar_t, acc_t>& c, Scratch<acc_t>& s, Partial<acc
   gather(c, s, g, h, true);
   for (int64_t n = 0; n < N; ++n) {
     const int64_t orow = s.out_row[n];
-    acc_t dsum = 0;
-    for (int e = 0; e < p.d; ++e) {
-      const acc_t go = orow < 0 ? acc_t(0) : static_cast<acc_t>(grad_out[orow * C + int64_t(h) * p.d + e]);
-      s.dO[n * dp + e] = go;
-      if (orow >= 0) dsum += go * static_cast<acc_t>(out[orow * C + int64_t(h) * p.d + e]);
+    acc_t* dst = &s.dO[n * dp];
+    if (orow < 0) {
+      std::fill(dst, dst + p.d, acc_t(0));
+      continue;
     }
-    s.D[n] = dsum;  // rowsum(dO * O): the softmax backward's correction term
+    const scalar_t* src = grad_out + orow * C + int64_t(h) * p.d;
+    for (int e = 0; e < p.d; ++e) dst[e] = static_cast<acc_t>(src[e]);
   }
   std::fill(s.dK.begin(), s.dK.end(), acc_t(0));
   std::fill(s.dV.begin(), s.dV.end(), acc_t(0));
@@ -233,10 +234,14 @@ void backward_unit(const Ctx<scalar_t, acc_t>& c, Scratch<acc_t>& s, Partial<acc
     const acc_t* dO = &s.dO[r0 * dp];
     cpu::mm(Np, dp, rows_p, s.S.data(), 1, Np, dO, dp, s.dV.data(), dp, acc_t(1), true);   // dV += P^T dO
     cpu::mm(rows_p, Np, p.d, dO, dp, 1, s.Vt.data(), Np, s.dP.data(), Np, acc_t(1), false);  // dP = dO V^T
-    for (int64_t i = 0; i < rows_p; ++i) {  // dS = P * (dP - D); zero wherever P is padding
-      const acc_t Di = i < rows ? s.D[r0 + i] : acc_t(0);
+    // dS = P * (dP - D) with D_i = sum_j P_ij dP_ij, which equals rowsum(dO * O) but is formed here in
+    // acc_t: the saved O is rounded to the input dtype, and with a saturated fp16/bf16 softmax that
+    // rounding dominated dS (issue #12 item 8). P is zero on padded columns and rows, so is dS.
+    for (int64_t i = 0; i < rows_p; ++i) {
       acc_t* dp_row = &s.dP[i * Np];
       const acc_t* p_row = &s.S[i * Np];
+      acc_t Di = 0;
+      for (int64_t j = 0; j < Np; ++j) Di += p_row[j] * dp_row[j];
       for (int64_t j = 0; j < Np; ++j) dp_row[j] = p_row[j] * (dp_row[j] - Di);
     }
     if (!part.dbias.empty() || !part.dmask.empty()) {
@@ -275,8 +280,11 @@ at::Tensor dense_bias(const AttnParams& p, const at::Tensor& table, at::ScalarTy
   return t.index_select(0, index).view({N, N, p.heads}).permute({2, 0, 1}).contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor> forward(const AttnParams& p, const at::Tensor& qkv, const at::Tensor& table,
-                                           const at::Tensor& qkv_bias, const at::Tensor& mask) {
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> CpuKernels::attn_forward(const AttnParams& p, const at::Tensor& qkv,
+                                                            const at::Tensor& table, const at::Tensor& qkv_bias,
+                                                            const at::Tensor& mask) {
   const auto acc = stat_dtype(qkv);
   at::Tensor out = at::empty(out_shape(qkv), qkv.options());
   at::Tensor lse = at::empty({p.groups, p.heads, p.N}, qkv.options().dtype(acc));
@@ -300,22 +308,25 @@ std::tuple<at::Tensor, at::Tensor> forward(const AttnParams& p, const at::Tensor
 
 // Returns dqkv (shape of qkv, contiguous) and, when requested, dtable [T, heads], dmask [nW, N, N]
 // and dqkv_bias [3C]; gradients not requested come back as empty tensors.
-std::vector<at::Tensor> backward(const AttnParams& p, const at::Tensor& grad_out_in, const at::Tensor& qkv,
-                                 const at::Tensor& out_in, const at::Tensor& lse_in, const at::Tensor& table,
-                                 const at::Tensor& qkv_bias, const at::Tensor& mask, bool mask_grad) {
+std::vector<at::Tensor> CpuKernels::attn_backward(const AttnParams& p, const at::Tensor& grad_out_in,
+                                                  const at::Tensor& qkv, const at::Tensor& out_in,
+                                                  const at::Tensor& lse_in, const at::Tensor& table,
+                                                  const at::Tensor& qkv_bias, const at::Tensor& mask, AttnGrads want) {
   const auto acc = stat_dtype(qkv);
   TORCH_CHECK(grad_out_in.sizes() == out_in.sizes(), "grad_out has shape ", grad_out_in.sizes(),
               " but the output has shape ", out_in.sizes());
   TORCH_CHECK(lse_in.numel() == p.groups * p.heads * p.N && lse_in.scalar_type() == acc,
               "lse must be a ", acc, " tensor with ", p.groups * p.heads * p.N, " elements, got ", lse_in.sizes(), " ",
               lse_in.scalar_type());
-  at::Tensor grad_out = grad_out_in.to(qkv.scalar_type()).contiguous(), out = out_in.contiguous();
+  // out_in is not read: the softmax correction term is recomputed from P and dP (see backward_unit).
+  at::Tensor grad_out = grad_out_in.to(qkv.scalar_type()).contiguous();
   at::Tensor lse = lse_in.contiguous();
   at::Tensor dqkv = at::empty(qkv.sizes(), qkv.options());
   const int64_t N = p.N, C3 = 3 * int64_t(p.heads) * p.d;
   const int64_t units = p.groups * p.heads;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), units));
-  const bool want_bias = p.has_table, want_qb = qkv_bias.defined(), want_mask = mask.defined() && mask_grad;
+  const bool want_bias = want.table && p.has_table, want_qb = want.qkv_bias && qkv_bias.defined();
+  const bool want_mask = want.mask && mask.defined();
   at::Tensor bias = dense_bias(p, table, acc);
   at::Tensor mask_acc = mask.defined() ? mask.to(acc).contiguous() : at::Tensor();
   at::Tensor qb = qkv_bias.defined() ? qkv_bias.contiguous() : at::Tensor();
@@ -333,8 +344,7 @@ std::vector<at::Tensor> backward(const AttnParams& p, const at::Tensor& grad_out
         if (want_mask) part.dmask.assign(int64_t(p.mask_windows) * N * N, 0);
         if (want_qb) part.dqkv_bias.assign(C3, 0);
         for (int64_t u = ci * units / chunks; u < (ci + 1) * units / chunks; ++u)
-          backward_unit(c, s, part, u, grad_out.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(),
-                        dqkv.data_ptr<scalar_t>());
+          backward_unit(c, s, part, u, grad_out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), dqkv.data_ptr<scalar_t>());
       }
     });
     auto reduce = [&](std::vector<acc_t> Partial<acc_t>::*field, int64_t n) {  // chunk order: deterministic
@@ -361,59 +371,4 @@ std::vector<at::Tensor> backward(const AttnParams& p, const at::Tensor& grad_out
   return {dqkv, or_empty(dtable), or_empty(dmask), or_empty(dqb)};
 }
 
-at::Tensor opt(const std::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); }
-
-std::tuple<at::Tensor, at::Tensor> swin_attn_fwd_cpu(const at::Tensor& qkv, int64_t heads, at::IntArrayRef window,
-                                                     at::IntArrayRef shift, const std::optional<at::Tensor>& table,
-                                                     const std::optional<at::Tensor>& qkv_bias, double scale,
-                                                     bool pad_roll) {
-  const AttnParams p = swin_params(qkv, heads, window, shift, table, qkv_bias, scale, pad_roll);
-  return forward(p, qkv, opt(table), opt(qkv_bias), at::Tensor());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> swin_attn_bwd_cpu(
-    const at::Tensor& grad_out, const at::Tensor& qkv, const at::Tensor& out, const at::Tensor& lse, int64_t heads,
-    at::IntArrayRef window, at::IntArrayRef shift, const std::optional<at::Tensor>& table,
-    const std::optional<at::Tensor>& qkv_bias, double scale, bool pad_roll) {
-  const AttnParams p = swin_params(qkv, heads, window, shift, table, qkv_bias, scale, pad_roll);
-  auto g = backward(p, grad_out, qkv, out, lse, opt(table), opt(qkv_bias), at::Tensor(), false);
-  return {g[0], g[1], g[3]};
-}
-
-std::tuple<at::Tensor, at::Tensor> win_attn_fwd_cpu(const at::Tensor& qkv, int64_t heads, at::IntArrayRef window,
-                                                    const std::optional<at::Tensor>& table,
-                                                    const std::optional<at::Tensor>& mask, double scale) {
-  const AttnParams p = windows_params(qkv, heads, window, table, mask, scale);
-  return forward(p, qkv, opt(table), at::Tensor(), opt(mask));
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> win_attn_bwd_cpu(
-    const at::Tensor& grad_out, const at::Tensor& qkv, const at::Tensor& out, const at::Tensor& lse, int64_t heads,
-    at::IntArrayRef window, const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& mask,
-    double scale, bool mask_grad) {
-  const AttnParams p = windows_params(qkv, heads, window, table, mask, scale);
-  auto g = backward(p, grad_out, qkv, out, lse, opt(table), at::Tensor(), opt(mask), mask_grad);
-  return {g[0], g[1], g[2]};
-}
-
-std::tuple<at::Tensor, at::Tensor> attn_fwd_cpu(const at::Tensor& qkv, int64_t heads, double scale) {
-  return forward(global_params(qkv, heads, scale), qkv, at::Tensor(), at::Tensor(), at::Tensor());
-}
-
-at::Tensor attn_bwd_cpu(const at::Tensor& grad_out, const at::Tensor& qkv, const at::Tensor& out,
-                        const at::Tensor& lse, int64_t heads, double scale) {
-  const AttnParams p = global_params(qkv, heads, scale);
-  return backward(p, grad_out, qkv, out, lse, at::Tensor(), at::Tensor(), at::Tensor(), false)[0];
-}
-
-}  // namespace
 }  // namespace fastwin
-
-TORCH_LIBRARY_IMPL(fastwin_C, CPU, m) {
-  m.impl("swin_attn_fwd", &fastwin::swin_attn_fwd_cpu);
-  m.impl("swin_attn_bwd", &fastwin::swin_attn_bwd_cpu);
-  m.impl("win_attn_fwd", &fastwin::win_attn_fwd_cpu);
-  m.impl("win_attn_bwd", &fastwin::win_attn_bwd_cpu);
-  m.impl("attn_fwd", &fastwin::attn_fwd_cpu);
-  m.impl("attn_bwd", &fastwin::attn_bwd_cpu);
-}

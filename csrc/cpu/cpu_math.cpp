@@ -95,7 +95,7 @@ __attribute__((always_inline)) inline vf fast_expf(vf x) {
   const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
   // Below -87 the true value is (nearly) denormal: return 0 rather than a clamped e^-87, so masked
   // logits contribute nothing and never feed denormals into the following matmul.
-  return x <= -87.0f ? vf{} : p * reinterpret_cast<const vf&>(bits);
+  return x <= -87.0f ? vf{} : p * (vf)bits;  // a vector cast reinterprets the bits (no aliasing UB)
 }
 
 __attribute__((always_inline)) inline double exp_of(double x) { return std::exp(x); }
@@ -135,6 +135,11 @@ __attribute__((always_inline)) inline void softmax_impl(float* S, int64_t rows, 
       mv = x > mv ? x : mv;
     }
     const float m = hmax(mv);
+    if (m == -std::numeric_limits<float>::infinity()) {  // every logit -inf: P = 0 (see cpu_math.h)
+      for (int64_t j = 0; j < ld; ++j) s[j] = 0;
+      if (lse) lse[r] = std::numeric_limits<float>::infinity();
+      continue;
+    }
     vf sv{};
     for (int64_t v = 0; v < nv; ++v) {
       vf e = fast_expf(loadu<vf>(s + 16 * v) - m);
@@ -146,17 +151,29 @@ __attribute__((always_inline)) inline void softmax_impl(float* S, int64_t rows, 
     const float inv = 1.0f / sum;
     for (int64_t v = 0; v < nv; ++v) storeu(s + 16 * v, loadu<vf>(s + 16 * v) * inv);
     for (int64_t j = nv * 16; j < ld; ++j) s[j] = 0;
-    if (lse) lse[r] = m + std::log(sum);
+    if (lse) lse[r] = std::log(sum);  // relative to the row max (see cpu_math.h)
   }
 }
 
 __attribute__((always_inline)) inline void exp_rows_impl(float* S, int64_t rows, int64_t n, int64_t ld, const float* lse) {
   const int64_t nv = (n + 15) / 16;
   const vi tail = tail_mask(n);
+  const vf ninf = vf{} - std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
     float* s = S + r * ld;
+    vf mv = ninf;
     for (int64_t v = 0; v < nv; ++v) {
-      vf e = fast_expf(loadu<vf>(s + 16 * v) - lse[r]);
+      vf x = loadu<vf>(s + 16 * v);
+      if (v == nv - 1) x = tail ? x : ninf;
+      mv = x > mv ? x : mv;
+    }
+    const float m = hmax(mv);
+    if (lse[r] == std::numeric_limits<float>::infinity() || m == -std::numeric_limits<float>::infinity()) {
+      for (int64_t j = 0; j < ld; ++j) s[j] = 0;  // a fully masked row: P = 0
+      continue;
+    }
+    for (int64_t v = 0; v < nv; ++v) {
+      vf e = fast_expf((loadu<vf>(s + 16 * v) - m) - lse[r]);
       if (v == nv - 1) e = tail ? e : vf{};
       storeu(s + 16 * v, e);
     }
@@ -169,20 +186,107 @@ __attribute__((always_inline)) inline void softmax_impl(double* S, int64_t rows,
     double* s = S + r * ld;
     double m = -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+    if (m == -std::numeric_limits<double>::infinity()) {
+      for (int64_t j = 0; j < ld; ++j) s[j] = 0;
+      if (lse) lse[r] = std::numeric_limits<double>::infinity();
+      continue;
+    }
     double sum = 0;
     for (int64_t j = 0; j < n; ++j) sum += (s[j] = exp_of(s[j] - m));
     const double inv = 1.0 / sum;
     for (int64_t j = 0; j < n; ++j) s[j] *= inv;
     for (int64_t j = n; j < ld; ++j) s[j] = 0;
-    if (lse) lse[r] = m + std::log(sum);
+    if (lse) lse[r] = std::log(sum);  // relative to the row max (see cpu_math.h)
   }
 }
 
 __attribute__((always_inline)) inline void exp_rows_impl(double* S, int64_t rows, int64_t n, int64_t ld, const double* lse) {
   for (int64_t r = 0; r < rows; ++r) {
     double* s = S + r * ld;
-    for (int64_t j = 0; j < n; ++j) s[j] = exp_of(s[j] - lse[r]);
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+    const bool masked = lse[r] == std::numeric_limits<double>::infinity() || m == -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < n; ++j) s[j] = masked ? 0.0 : exp_of((s[j] - m) - lse[r]);
     for (int64_t j = n; j < ld; ++j) s[j] = 0;
+  }
+}
+
+// erf on 16 lanes: Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, below fp32 GELU rounding), odd.
+__attribute__((always_inline)) inline vf fast_erff(vf x) {
+  const vf ax = x < 0.0f ? -x : x;
+  const vf t = 1.0f / (1.0f + 0.3275911f * ax);
+  vf p = vf{} + 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  const vf e = 1.0f - p * t * fast_expf(-ax * ax);
+  return x < 0.0f ? -e : e;
+}
+
+// tanh(u) = 1 - 2 / (1 + e^{2u}), saturating cleanly through fast_expf's clamps.
+__attribute__((always_inline)) inline vf fast_tanhf(vf u) { return 1.0f - 2.0f / (1.0f + fast_expf(2.0f * u)); }
+
+constexpr float kSqrtHalf = 0.70710678118654752f;   // 1/sqrt(2)
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;  // 1/sqrt(2 pi)
+constexpr float kSqrt2OverPi = 0.79788456080286536f; // sqrt(2/pi), tanh approximation
+constexpr float kTanhCubic = 0.044715f;
+
+__attribute__((always_inline)) inline vf gelu_v(vf v, bool tanh_approx) {
+  if (tanh_approx) return 0.5f * v * (1.0f + fast_tanhf(kSqrt2OverPi * (v + kTanhCubic * v * v * v)));
+  return 0.5f * v * (1.0f + fast_erff(v * kSqrtHalf));
+}
+
+// d gelu(v) / dv.
+__attribute__((always_inline)) inline vf gelu_grad_v(vf v, bool tanh_approx) {
+  if (tanh_approx) {
+    const vf th = fast_tanhf(kSqrt2OverPi * (v + kTanhCubic * v * v * v));
+    return 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * kSqrt2OverPi * (1.0f + 3.0f * kTanhCubic * v * v);
+  }
+  return 0.5f * (1.0f + fast_erff(v * kSqrtHalf)) + v * kInvSqrt2Pi * fast_expf(-0.5f * v * v);
+}
+
+// y[r, :] = gelu(h[r, :] + bias) for rows of n floats (row strides ldh / ldy, y may alias h);
+// pre[r, :] = h[r, :] + bias when pre is given (the backward's input).
+__attribute__((always_inline)) inline void bias_gelu_impl(const float* h, int64_t ldh, const float* bias, float* y,
+                                                          int64_t ldy, float* pre, int64_t ldp, int64_t rows,
+                                                          int64_t n, bool tanh_approx) {
+  const int64_t nv = n / 16 * 16;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* hr = h + r * ldh;
+    float* yr = y + r * ldy;
+    float* pr = pre ? pre + r * ldp : nullptr;
+    for (int64_t j = 0; j < nv; j += 16) {
+      vf v = loadu<vf>(hr + j);
+      if (bias) v += loadu<vf>(bias + j);
+      if (pr) storeu(pr + j, v);
+      storeu(yr + j, gelu_v(v, tanh_approx));
+    }
+    if (nv < n) {  // the tail through a zero-padded vector
+      float buf[16] = {0};
+      for (int64_t j = nv; j < n; ++j) buf[j - nv] = hr[j] + (bias ? bias[j] : 0.0f);
+      const vf v = loadu<vf>(buf);
+      float g[16];
+      storeu(g, gelu_v(v, tanh_approx));
+      for (int64_t j = nv; j < n; ++j) {
+        if (pr) pr[j] = buf[j - nv];
+        yr[j] = g[j - nv];
+      }
+    }
+  }
+}
+
+// dh = dy * gelu'(pre), contiguous, n elements.
+__attribute__((always_inline)) inline void gelu_bwd_impl(const float* dy, const float* pre, float* dh, int64_t n,
+                                                         bool tanh_approx) {
+  const int64_t nv = n / 16 * 16;
+  for (int64_t j = 0; j < nv; j += 16)
+    storeu(dh + j, loadu<vf>(dy + j) * gelu_grad_v(loadu<vf>(pre + j), tanh_approx));
+  if (nv < n) {
+    float a[16] = {0}, b[16] = {0}, g[16];
+    for (int64_t j = nv; j < n; ++j) a[j - nv] = pre[j], b[j - nv] = dy[j];
+    storeu(g, loadu<vf>(b) * gelu_grad_v(loadu<vf>(a), tanh_approx));
+    for (int64_t j = nv; j < n; ++j) dh[j] = g[j - nv];
   }
 }
 
@@ -244,6 +348,18 @@ VARIANTS(softmax_f32, SM_PARAMS(float), ROW_ARGS, softmax_impl)
 VARIANTS(softmax_f64, SM_PARAMS(double), ROW_ARGS, softmax_impl)
 VARIANTS(exp_f32, EX_PARAMS(float), ROW_ARGS, exp_rows_impl)
 VARIANTS(exp_f64, EX_PARAMS(double), ROW_ARGS, exp_rows_impl)
+
+#define BG_PARAMS                                                                                       \
+  (const float* h, int64_t ldh, const float* bias, float* y, int64_t ldy, float* pre, int64_t ldp, int64_t rows, \
+   int64_t n, bool tanh_approx)
+#define BG_ARGS (h, ldh, bias, y, ldy, pre, ldp, rows, n, tanh_approx)
+#define GB_PARAMS (const float* dy, const float* pre, float* dh, int64_t n, bool tanh_approx)
+#define GB_ARGS (dy, pre, dh, n, tanh_approx)
+VARIANTS(bias_gelu_f32, BG_PARAMS, BG_ARGS, bias_gelu_impl)
+VARIANTS(gelu_bwd_f32, GB_PARAMS, GB_ARGS, gelu_bwd_impl)
+
+void bias_gelu_rows BG_PARAMS { bias_gelu_f32 BG_ARGS; }
+void gelu_backward GB_PARAMS { gelu_bwd_f32 GB_ARGS; }
 
 void mm MM_PARAMS(float) { mm_f32 MM_ARGS; }
 void mm MM_PARAMS(double) { mm_f64 MM_ARGS; }

@@ -24,14 +24,28 @@ void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t sAm, int64_t sA
 void mm(int64_t M, int64_t N, int64_t K, const double* A, int64_t sAm, int64_t sAk, const double* B, int64_t ldb,
         double* C, int64_t ldc, double alpha, bool accumulate);
 
-// Row-wise softmax of S[rows, n] (row stride ld) in place; lse[r] = logsumexp of row r.
-// Columns n..ld are zeroed so that a padded P can feed `mm` directly.
+// Row-wise softmax of S[rows, n] (row stride ld) in place; lse[r] = log(sum_j exp(S[r, j] - max_j S[r, j])),
+// the log-normalizer relative to the row max. Keeping the max out of the saved statistic is what
+// makes the backward's recomputed P as accurate as the forward's: with logits near 100 (Swin V2's
+// clamped logit scale), m + log(sum) rounded to fp32 alone would put ~4e-6 relative error on P.
+// Columns n..ld are zeroed so that a padded P can feed `mm` directly. A row whose logits are all
+// -inf (an additive mask that masks every key) gets P = 0, hence output 0 and zero gradients, as
+// torch's SDPA gives; its lse is +inf (flash-attention's convention), so exp_rows recomputes P = 0.
 void softmax_rows(float* S, int64_t rows, int64_t n, int64_t ld, float* lse);
 void softmax_rows(double* S, int64_t rows, int64_t n, int64_t ld, double* lse);
 
-// Backward recomputation: P = exp(S - lse) in place of S (padded columns zeroed).
+// Backward recomputation from the same logits: P = exp((S - max) - lse) in place of S (padded
+// columns zeroed; rows with lse = +inf are fully masked and get P = 0).
 void exp_rows(float* S, int64_t rows, int64_t n, int64_t ld, const float* lse);
 void exp_rows(double* S, int64_t rows, int64_t n, int64_t ld, const double* lse);
+
+// GELU (exact erf form, or tanh_approx) of h + bias over `rows` rows of n floats with row strides
+// ldh / ldy / ldp: y[r, j] = gelu(h[r, j] + bias[j]); y may alias h (in place). When pre is not null
+// it receives h + bias, the pre-activation the backward needs. bias may be null. |error| <= 2e-7 |y|.
+void bias_gelu_rows(const float* h, int64_t ldh, const float* bias, float* y, int64_t ldy, float* pre, int64_t ldp,
+                    int64_t rows, int64_t n, bool tanh_approx);
+// dh[j] = dy[j] * gelu'(pre[j]) for n contiguous floats.
+void gelu_backward(const float* dy, const float* pre, float* dh, int64_t n, bool tanh_approx);
 
 }  // namespace cpu
 }  // namespace fastwin

@@ -14,7 +14,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../common/dwconv_args.h"
+#include "cpu_kernels.h"
 
 namespace fastwin {
 namespace {
@@ -135,19 +135,21 @@ at::Tensor conv_forward(const at::Tensor& x_in, const at::Tensor& w_in, const at
   return out.to(x_in.scalar_type());
 }
 
-at::Tensor dwconv2d_fwd_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            bool residual) {
-  check_dwconv(x, weight, bias);
-  return conv_forward(x, weight, bias ? *bias : at::Tensor(), residual);
+}  // namespace
+
+at::Tensor CpuKernels::dwconv_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                      bool residual) {
+  return conv_forward(x, weight, bias, residual);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv2d_bwd_cpu(const at::Tensor& grad_out, const at::Tensor& x,
-                                                                const at::Tensor& weight, bool residual,
-                                                                bool bias_grad) {
-  check_dwconv(x, weight, std::nullopt);
-  TORCH_CHECK(grad_out.sizes() == x.sizes(), "grad_out has shape ", grad_out.sizes(), " but x has shape ", x.sizes());
+std::tuple<at::Tensor, at::Tensor, at::Tensor> CpuKernels::dwconv_backward(const at::Tensor& grad_out,
+                                                                           const at::Tensor& x,
+                                                                           const at::Tensor& weight, bool residual,
+                                                                           bool need_weight, bool need_bias) {
   // Same padding and odd k: the input gradient is the conv of grad_out with the flipped kernel.
   at::Tensor dx = conv_forward(grad_out.to(x.scalar_type()), weight.flip({2, 3}), at::Tensor(), residual);
+  const at::Tensor none = at::empty({0}, x.options());
+  if (!need_weight && !need_bias) return {dx, none, none};
   const bool cl = use_channels_last(x);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -155,20 +157,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv2d_bwd_cpu(const at::Tensor
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int k = static_cast<int>(weight.size(-1));
   at::Tensor dw = at::zeros({C, 1, k, k}, x.options().dtype(acc));
-  at::Tensor db = bias_grad ? at::zeros({C}, x.options().dtype(acc)) : at::Tensor();
+  at::Tensor db = need_bias ? at::zeros({C}, x.options().dtype(acc)) : at::Tensor();
   if (x.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(acc, "fastwin_dwconv_wgrad_cpu", [&] {
       weight_grad<scalar_t>(g.data_ptr<scalar_t>(), xi.data_ptr<scalar_t>(), dw.data_ptr<scalar_t>(),
-                            bias_grad ? db.data_ptr<scalar_t>() : nullptr, B, C, H, W, k, cl);
+                            need_bias ? db.data_ptr<scalar_t>() : nullptr, B, C, H, W, k, cl);
     });
   }
-  return {dx, dw.to(weight.scalar_type()), bias_grad ? db.to(x.scalar_type()) : at::empty({0}, x.options())};
+  return {dx, need_weight ? dw.to(weight.scalar_type()) : none, need_bias ? db.to(x.scalar_type()) : none};
 }
 
-}  // namespace
 }  // namespace fastwin
-
-TORCH_LIBRARY_IMPL(fastwin_C, CPU, m) {
-  m.impl("dwconv2d_fwd", &fastwin::dwconv2d_fwd_cpu);
-  m.impl("dwconv2d_bwd", &fastwin::dwconv2d_bwd_cpu);
-}

@@ -1,17 +1,18 @@
-// CUDA kernels of the fused attention ops (shifted-window, given-window, global), fwd and bwd.
+// CUDA kernels of the fused attention ops for fp32 inputs (CUDA cores), and the entry points that
+// send f16 / bf16 to the tensor-core kernels of attention_mma.cu.
 //
-// One block per (group, head); 4 warps. Queries are processed in chunks of kRowsPerWarp rows per
-// warp with their softmax state (running max, sum, output) in registers; keys stream through shared
-// memory in tiles of 32, one key per lane, so any window size and sequence length works with
+// fp32: one block per (group, head); 4 warps. Queries are processed in chunks of kRowsPerWarp rows
+// per warp with their softmax state (running max, sum, output) in registers; keys stream through
+// shared memory in tiles of 32, one key per lane, so any window size and sequence length works with
 // online softmax (no N x N matrix anywhere). Token locations (shift, padding, partition) come from
-// window_index.h, the same arithmetic as the CPU kernels. fp32 accumulation for every dtype.
-// The backward pass recomputes probabilities from the saved logsumexp; dK/dV of a key tile are
-// accumulated in shared memory and flushed with one atomicAdd per element into an fp32 workspace;
-// bias-table, mask and qkv_bias gradients use fp32 atomics (not bit-deterministic).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// window_index.h, the same arithmetic as the CPU kernels. A row whose logits are all -inf gets
+// output 0 and lse = +inf (zero gradients). The backward pass recomputes probabilities from the
+// saved logsumexp; dK/dV of a key tile are accumulated in shared memory and flushed with one
+// atomicAdd per element into an fp32 workspace; bias-table, mask and qkv_bias gradients use fp32
+// atomics (not bit-deterministic; the tensor-core path is).
 #include <cuda_runtime.h>
 
+#include "device_compat.cuh"
 #include "fastwin/cuda_launch.h"
 
 namespace fastwin {
@@ -23,13 +24,10 @@ constexpr int kKeyTile = 32;
 constexpr int kRowsPerWarp = 4;
 constexpr int kChunk = kWarps * kRowsPerWarp;
 
+// The kernels below are templates over the element type but only instantiated for float.
 __device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 template <typename T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -155,10 +153,10 @@ __device__ void load_query_chunk(const AttnLaunch& a, const Smem& s, int64_t g, 
 }
 
 template <typename T, int DPL>
-__global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const AttnLaunch a) {
-  extern __shared__ __align__(16) char smem_raw[];
+__global__ void __launch_bounds__(kThreads, 2) attn_fwd_kernel(const AttnLaunch a) {
+  FW_DYNAMIC_SMEM(smem_raw);
   const AttnParams& p = a.p;
-  const Smem s = carve(smem_raw, p.d, false);
+  const Smem s = carve(reinterpret_cast<char*>(smem_raw), p.d, false);
   const int64_t g = blockIdx.x / p.heads;
   const int h = blockIdx.x % p.heads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, dp = p.d + 1;
@@ -166,29 +164,36 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const AttnLaunch a) 
   for (int q0 = 0; q0 < p.N; q0 += kChunk) {
     load_query_chunk<T>(a, s, g, h, q0, false);
     float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][DPL];
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       m[r] = -INFINITY;
       l[r] = 0.f;
+      #pragma unroll
       for (int e = 0; e < DPL; ++e) acc[r][e] = 0.f;
     }
     for (int k0 = 0; k0 < p.N; k0 += kKeyTile) {
       load_key_tile<T>(a, s, g, h, k0);
       const bool key_valid = s.key_row[lane] != -2;
+      #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {
         const int qi_local = warp * kRowsPerWarp + r, qi = q0 + qi_local;
-        if (qi >= p.N) break;  // warp-uniform
+        if (qi >= p.N) continue;  // warp-uniform; `continue` keeps the loop unrollable (state in registers)
         const float* q = s.Q + qi_local * p.d;
         float sc = 0.f;
         for (int c = 0; c < p.d; ++c) sc += q[c] * s.K[lane * dp + c];
-        sc = key_valid ? sc + logit_bias<T>(a, g, h, qi, k0 + lane, s.q_region[qi_local], s.key_region[lane]) : -INFINITY;
+        sc = key_valid ? sc + logit_bias<T>(a, g, h, qi, k0 + lane, s.q_region[qi_local], s.key_region[lane])
+                       : -INFINITY;
         const float m_new = fmaxf(m[r], warp_max(sc));
-        const float pj = key_valid ? __expf(sc - m_new) : 0.f;
-        const float alpha = __expf(m[r] - m_new);  // m starts at -inf: alpha = 0
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;  // all -inf so far: p = 0, not NaN
+        const float pj = key_valid ? __expf(sc - m_use) : 0.f;
+        const float alpha = __expf(m[r] - m_use);  // m starts at -inf: alpha = 0
         l[r] = l[r] * alpha + warp_sum(pj);
         m[r] = m_new;
+        #pragma unroll
         for (int e = 0; e < DPL; ++e) acc[r][e] *= alpha;
         for (int j = 0; j < kKeyTile; ++j) {
           const float pb = __shfl_sync(0xffffffffu, pj, j);
+          #pragma unroll
           for (int e = 0; e < DPL; ++e) {
             const int c = lane + 32 * e;
             if (c < p.d) acc[r][e] += pb * s.V[j * dp + c];
@@ -197,13 +202,15 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const AttnLaunch a) 
       }
       __syncthreads();  // the next tile overwrites K/V
     }
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int qi_local = warp * kRowsPerWarp + r, qi = q0 + qi_local;
-      if (qi >= p.N) break;
-      if (lane == 0) a.lse[(g * p.heads + h) * int64_t(p.N) + qi] = m[r] + logf(l[r]);
+      if (qi >= p.N) continue;
+      if (lane == 0) a.lse[(g * p.heads + h) * int64_t(p.N) + qi] = l[r] > 0.f ? m[r] + logf(l[r]) : INFINITY;
       const int64_t row = s.q_row[qi_local];
       if (row < 0) continue;  // padded token: cropped away
-      const float inv = 1.f / l[r];
+      const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+      #pragma unroll
       for (int e = 0; e < DPL; ++e) {
         const int c = lane + 32 * e;
         if (c < p.d) static_cast<T*>(a.out)[row * C + int64_t(h) * p.d + c] = from_f<T>(acc[r][e] * inv);
@@ -214,10 +221,10 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const AttnLaunch a) 
 }
 
 template <typename T, int DPL>
-__global__ void __launch_bounds__(kThreads) attn_bwd_kernel(const AttnLaunch a) {
-  extern __shared__ __align__(16) char smem_raw[];
+__global__ void __launch_bounds__(kThreads, 2) attn_bwd_kernel(const AttnLaunch a) {
+  FW_DYNAMIC_SMEM(smem_raw);
   const AttnParams& p = a.p;
-  const Smem s = carve(smem_raw, p.d, true);
+  const Smem s = carve(reinterpret_cast<char*>(smem_raw), p.d, true);
   const int64_t g = blockIdx.x / p.heads;
   const int h = blockIdx.x % p.heads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, dp = p.d + 1;
@@ -226,6 +233,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kernel(const AttnLaunch a) 
   for (int q0 = 0; q0 < p.N; q0 += kChunk) {
     load_query_chunk<T>(a, s, g, h, q0, true);
     float Drow[kRowsPerWarp], lse[kRowsPerWarp], dq[kRowsPerWarp][DPL];
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {  // D = rowsum(dO * O)
       const int qi_local = warp * kRowsPerWarp + r, qi = q0 + qi_local;
       const int64_t row = qi < p.N ? s.q_row[qi_local] : -1;
@@ -234,6 +242,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kernel(const AttnLaunch a) 
         v += s.dO[qi_local * p.d + c] * to_f(static_cast<const T*>(a.out_saved)[row * C + int64_t(h) * p.d + c]);
       Drow[r] = warp_sum(v);
       lse[r] = qi < p.N ? a.lse[(g * p.heads + h) * int64_t(p.N) + qi] : 0.f;
+      #pragma unroll
       for (int e = 0; e < DPL; ++e) dq[r][e] = 0.f;
     }
     for (int k0 = 0; k0 < p.N; k0 += kKeyTile) {
@@ -241,9 +250,10 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kernel(const AttnLaunch a) 
       for (int idx = threadIdx.x; idx < kKeyTile * dp; idx += kThreads) s.dK[idx] = s.dV[idx] = 0.f;
       __syncthreads();
       const bool key_valid = s.key_row[lane] != -2;
+      #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {
         const int qi_local = warp * kRowsPerWarp + r, qi = q0 + qi_local;
-        if (qi >= p.N) break;
+        if (qi >= p.N) continue;
         const float* q = s.Q + qi_local * p.d;
         const float* dO = s.dO + qi_local * p.d;
         float sc = 0.f, dpj = 0.f;
@@ -265,6 +275,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kernel(const AttnLaunch a) 
         }
         for (int j = 0; j < kKeyTile; ++j) {
           const float dsb = __shfl_sync(0xffffffffu, ds, j);
+          #pragma unroll
           for (int e = 0; e < DPL; ++e) {
             const int c = lane + 32 * e;
             if (c < p.d) dq[r][e] += dsb * s.K[j * dp + c];
@@ -287,10 +298,12 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_kernel(const AttnLaunch a) 
       }
       __syncthreads();
     }
+    #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int qi_local = warp * kRowsPerWarp + r, qi = q0 + qi_local;
-      if (qi >= p.N) break;
+      if (qi >= p.N) continue;
       const int64_t row = s.q_row[qi_local];
+      #pragma unroll
       for (int e = 0; e < DPL; ++e) {
         const int c = lane + 32 * e;
         if (c >= p.d) continue;
@@ -310,7 +323,7 @@ cudaError_t launch_dpl(const AttnLaunch& a, bool bwd, cudaStream_t stream) {
   auto go = [&](auto kernel) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (err != cudaSuccess) return err;
-    kernel<<<grid, kThreads, smem, stream>>>(a);
+    FW_LAUNCH(kernel, grid, kThreads, smem, stream)(a);
     return cudaGetLastError();
   };
   if (a.p.d <= 32) return go(Kernel<T, 1>::fn());
@@ -329,19 +342,25 @@ struct BwdK {
 };
 
 template <template <typename, int> class Kernel>
-cudaError_t launch(const AttnLaunch& a, bool bwd, cudaStream_t stream) {
+cudaError_t launch_f32(const AttnLaunch& a, bool bwd, cudaStream_t stream) {
   if (a.p.groups == 0 || a.p.N == 0) return cudaSuccess;
-  switch (a.dtype) {
-    case kF32: return launch_dpl<Kernel, float>(a, bwd, stream);
-    case kF16: return launch_dpl<Kernel, __half>(a, bwd, stream);
-    case kBF16: return launch_dpl<Kernel, __nv_bfloat16>(a, bwd, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return launch_dpl<Kernel, float>(a, bwd, stream);
 }
 
 }  // namespace
 
-cudaError_t attn_fwd_cuda(const AttnLaunch& a, cudaStream_t stream) { return launch<FwdK>(a, false, stream); }
-cudaError_t attn_bwd_cuda(const AttnLaunch& a, cudaStream_t stream) { return launch<BwdK>(a, true, stream); }
+size_t attn_workspace_bytes(const AttnLaunch& a, bool bwd) {
+  return a.dtype == kF32 ? 0 : attn_mma_workspace_bytes(a, bwd);
+}
+
+cudaError_t attn_fwd_cuda(const AttnLaunch& a, cudaStream_t stream) {
+  if (a.dtype == kF16 || a.dtype == kBF16) return attn_mma_fwd_cuda(a, stream);
+  return a.dtype == kF32 ? launch_f32<FwdK>(a, false, stream) : cudaErrorInvalidValue;
+}
+
+cudaError_t attn_bwd_cuda(const AttnLaunch& a, cudaStream_t stream) {
+  if (a.dtype == kF16 || a.dtype == kBF16) return attn_mma_bwd_cuda(a, stream);
+  return a.dtype == kF32 ? launch_f32<BwdK>(a, true, stream) : cudaErrorInvalidValue;
+}
 
 }  // namespace fastwin

@@ -22,14 +22,25 @@ struct AttnLaunch {
   float* lse;                // fwd output / bwd input: [groups, heads, N]
   const void* grad_out;      // bwd: [rows, C] contiguous
   const void* out_saved;     // bwd: forward output, [rows, C] contiguous
-  float* dqkv;               // bwd: [rows, 3C] fp32, zero-initialized
+  float* dqkv;               // bwd, fp32 path: [rows, 3C] fp32, zero-initialized
+  void* dqkv_out;            // bwd, f16/bf16 path: [rows, 3C] in qkv's dtype, every element written
   float* dtable;             // bwd: [(2Wh-1)(2Ww-1), heads] fp32 zeroed, or null
   float* dmask;              // bwd: [mask_windows, N, N] fp32 zeroed, or null
   float* dqkv_bias;          // bwd: [3C] fp32 zeroed, or null
+  void* workspace;           // f16/bf16 path: attn_workspace_bytes() bytes, 256-byte aligned
 };
 
+// f16 / bf16 run on tensor cores (attention_mma.cu), fp32 on CUDA cores (attention.cu). The
+// tensor-core path needs a workspace (per-call bias tile, backward reductions) the caller
+// allocates; attn_workspace_bytes is 0 for fp32. Fields a call leaves unset must be null.
+size_t attn_workspace_bytes(const AttnLaunch& a, bool bwd);
 cudaError_t attn_fwd_cuda(const AttnLaunch& a, cudaStream_t stream);
 cudaError_t attn_bwd_cuda(const AttnLaunch& a, cudaStream_t stream);
+
+// The tensor-core implementation behind attn_*_cuda for f16 / bf16.
+size_t attn_mma_workspace_bytes(const AttnLaunch& a, bool bwd);
+cudaError_t attn_mma_fwd_cuda(const AttnLaunch& a, cudaStream_t stream);
+cudaError_t attn_mma_bwd_cuda(const AttnLaunch& a, cudaStream_t stream);
 
 struct DwconvLaunch {
   int dtype;
