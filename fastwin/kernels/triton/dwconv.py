@@ -72,11 +72,18 @@ def _pick_for_interpreter(configs, n_pix, n_chan):
 
 
 def _prune_conv(configs, nargs, **kwargs):
-    """Drop tiles larger than the problem (all-masked lanes) in either dimension."""
+    """Drop tiles larger than the problem (all-masked lanes) in either dimension.
+
+    fp32 kernels of 5x5 and larger keep tiles of <= 1024 elements (<= 4 warps): the 2048-element,
+    8-warp tiles spilled a register on sm_90 (benchmarks/kernel_resources.py, channels-last 5x5).
+    """
+    k = kwargs["K"] if "K" in kwargs else nargs["K"]
     n_pix, n_chan = nargs["n_pix"], nargs["C"]
     cmax = max(8, triton.next_power_of_2(n_chan))
     pmax = max(16, triton.next_power_of_2(n_pix))
-    kept = [c for c in configs if c.kwargs["BLOCK_C"] <= cmax and c.kwargs["BLOCK_P"] <= pmax]
+    emax = 1024 if nargs["x_ptr"].element_size() == 4 and k >= 5 else 2048
+    kept = [c for c in configs if c.kwargs["BLOCK_C"] <= cmax and c.kwargs["BLOCK_P"] <= pmax
+            and c.kwargs["BLOCK_P"] * c.kwargs["BLOCK_C"] <= emax]
     kept = kept or configs[:1]
     return _pick_for_interpreter(kept, n_pix, n_chan) if _INTERPRET else kept
 
@@ -91,8 +98,9 @@ def _prune_wgrad(configs, nargs, **kwargs):
     kept = [
         c for c in configs
         if c.kwargs["BLOCK_C"] <= cmax and c.kwargs["BLOCK_P"] <= pmax
-        # <= 64 gathered fp32 per lane (32 lanes/warp): ~190-220 registers on sm_90, no spills
-        and c.kwargs["BLOCK_P"] * taps * c.kwargs["BLOCK_C"] <= 64 * 32 * c.num_warps
+        # <= 32 gathered fp32 per lane (32 lanes/warp): at 64 per lane the sm_90 build spilled
+        # (255 registers + 24-56 B stack, benchmarks/kernel_resources.py)
+        and c.kwargs["BLOCK_P"] * taps * c.kwargs["BLOCK_C"] <= 32 * 32 * c.num_warps
     ]
     kept = kept or [min(configs, key=lambda c: c.kwargs["BLOCK_P"] * c.kwargs["BLOCK_C"])]
     return _pick_for_interpreter(kept, n_pix, n_chan) if _INTERPRET else kept

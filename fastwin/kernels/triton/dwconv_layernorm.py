@@ -41,13 +41,19 @@ _ROW_CONFIGS = [
 
 
 def _prune_rows(configs, nargs, **kwargs):
-    """Keep 4..16 fp32 tile elements per lane (no spills on sm_90) and no tile taller than the problem."""
+    """Keep 4..16 fp32 tile elements per lane (no spills on sm_90) and no tile taller than the problem.
+
+    The fp32 backward holds more [BLOCK_P, BLOCK_C] tiles at once: at 16 elements per lane its sm_90
+    build spilled (benchmarks/kernel_resources.py), so it keeps at most 8.
+    """
     bc = kwargs["BLOCK_C"] if "BLOCK_C" in kwargs else nargs["BLOCK_C"]
-    n_pix = nargs["n_pix"] if "pix_per_split" not in nargs else nargs["pix_per_split"]
+    backward = "pix_per_split" in nargs
+    n_pix = nargs["pix_per_split"] if backward else nargs["n_pix"]
+    hi = 8 if backward and nargs["tok_ptr"].element_size() == 4 else 16
     pmax = triton.next_power_of_2(max(1, n_pix))
     kept = [
         c for c in configs
-        if c.kwargs["BLOCK_P"] <= pmax and 4 <= c.kwargs["BLOCK_P"] * bc // (32 * c.num_warps) <= 16  # 32 lanes/warp
+        if c.kwargs["BLOCK_P"] <= pmax and 4 <= c.kwargs["BLOCK_P"] * bc // (32 * c.num_warps) <= hi  # 32 lanes/warp
     ]
     kept = kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_P"], c.num_warps))]
     if dwconv._INTERPRET:  # fewest programs: the interpreter pays per program instance

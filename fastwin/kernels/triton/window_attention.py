@@ -1,42 +1,64 @@
 """Fused (shifted-)window and global attention, forward and backward, in Triton.
 
-One kernel family serves three ops; a program handles one (window, head, block of tokens):
+One kernel family serves three ops. Windows are handled in *groups*; a program owns one head, one
+block of BLOCK_M queries and a contiguous chunk of the windows of one group, and loops over them:
 
 * MAP mode (partition-free Swin): q/k/v are read straight from the qkv map
       qkv  [B, H, W, 3 * heads * d]   channel order (3, heads, d), any strides
-  token `i` of window `w` sits at row r = wy*Wh + i // Ww, col c = wx*Ww + i % Ww of the padded,
-  cyclically shifted grid; its source pixel is ((r + sh) % HMOD, (c + sw) % WMOD) and it is a real
-  pixel when r < RLIM, c < CLIM and the source lies inside the H x W map:
+  token `i` of window (wy, wx) sits at row r = wy*Wh + i // Ww, col c = wx*Ww + i % Ww of the
+  padded, cyclically shifted grid; its source pixel is ((r + sh) mod HMOD, (c + sw) mod WMOD) and it
+  is a real pixel when r < RLIM, c < CLIM and the source lies inside the H x W map:
       roll_pad (timm):        HMOD = H,  RLIM = H   (roll the map, then pad bottom/right)
       pad_roll (det/seg):     HMOD = Hp, RLIM = Hp  (pad, then roll the padded map)
   Other tokens are padding and carry `qkv_bias` (or zero) as q/k/v. The output is written to the
   same source pixel, i.e. at the un-shifted position: out [B, H, W, heads * d].
-  The shift mask (-100.0 across regions) comes from region ids of (r, c) computed in the kernel.
+  Groups are the four window *kinds* (last window row? last window column?) of a shifted map, whose
+  shift masks differ, or all windows when unshifted.
 * SEQ mode: qkv [B_, N, 3 * heads * d]; window `w` is row `w` (given windows, or the whole sequence
-  for global attention). Optional bias table and optional additive mask [nW, N, N] (window w % nW).
+  for global attention). With an additive mask [nW, N, N], group k holds the windows w = k (mod nW),
+  which all use mask[k]; otherwise one group.
 
-The relative-position bias is gathered from the table [(2Wh-1)(2Ww-1), heads] inside the kernel.
+Bias. Once per call, `_window_attention_dense_bias_kernel` builds a dense additive tile
+    dense [kinds, heads, NP, NP] fp32 = log2(e) * (table[relative_position_index] + shift mask),
+with -inf in the key columns j >= N (NP = N rounded up to a power of two >= 16). It is a few
+hundred KB (Swin-T: 4 x 3 x 64 x 64 x 4 B = 192 KB), stays in L2, and a program's windows all use
+the same (kind, head) slice, which it loads as a plain [BLOCK_M, BLOCK_N] tile: once per program
+into registers (unpipelined configs, and always with a given mask, whose rows are misaligned
+gathers), or per window through the software pipeline into shared memory (num_stages 2).
+Its gradient is a dense per-group reduction (below). The region ids of the shift mask depend only
+on the window kind, so nothing per element is computed from (i // Ww, i % Ww) in the hot loop.
+
 Softmax runs in base 2 in fp32; the forward saves the output and the base-2 logsumexp per
-(window, head, token) only, and the backward recomputes the probabilities (flash-attention style):
-    dq kernel   (also computes delta = rowsum(dO * O) and the bias-table partials)
-    dkdv kernel (also sums dk/dv of padding tokens for the qkv_bias gradient)
-    table kernel: deterministic gather of the per-pair bias gradient into the table.
+(window, head, token); the backward recomputes the probabilities (flash-attention style):
+    dq kernel   dq, delta_i = sum_j P_ij dP_ij (exact, fp32) and the bias / mask gradient partials
+    dkdv kernel dk, dv (+ the padding tokens' dk/dv sums for the qkv_bias gradient)
+When all keys of a window fit in one block, delta comes for free from the registers of the dq
+kernel; otherwise (long windows, global attention) the dq kernel runs a first pass over the keys
+(low precision) or uses rowsum(dO * O) (fp32, where O is exact enough).
 
-Bias-table gradient (deterministic, no atomics): each dq program walks a fixed chunk of windows of
-one head and keeps sum_w dS_w[i, j] for all key positions in registers (it loads all keys of a
-window as one block), writes that [NP, NP] partial once; torch sums the chunks (a fixed-order
-reduction) and `_window_attention_bias_grad_kernel` folds pairs (i, j) into table entries in a fixed
-order. qkv_bias gradient: per-(window, key block) partial sums of the padding tokens' dk/dv, summed
-by torch; padding tokens' outputs are discarded, so their dq (the q part) is exactly zero.
+Bias gradient (deterministic, no atomics): a dq program sums dS over its windows into its own
+[NP, NP] slice of `gpart [groups, chunks, heads, NP, NP]` (registers when the keys are one block,
+read-add-write of its own slice otherwise); torch sums chunks, then groups/heads, in a fixed order;
+`_window_attention_table_grad_kernel` folds pairs (i, j) into table entries in a fixed order. The
+mask gradient is the per-group sum over heads. qkv_bias gradient: per-(window, key block) partial
+sums of the padding tokens' dk/dv, summed by torch; padded queries' outputs are discarded, so
+their dq (the q part of qkv_bias) is exactly zero.
 
-Limits: head dim 16/32/64/128 (power of two, `tl.dot` needs >= 16); windows up to 1024 tokens
-(next power of two NP of N <= 1024, and the dq kernel's [NP, d] k and v tiles within
-MAX_KEY_BLOCK_BYTES, e.g. window 24 needs d <= 32 in fp16/bf16); fp16, bf16 and
-fp32 (fp32 uses IEEE dots, not TF32, to match the fp32 reference); no dropout.
+Masked rows: a query row whose logits are all -inf (an additive -inf mask) gets output 0 and zero
+gradients, like the reference; its logsumexp is stored as +inf so that the backward's
+exp2(s - lse) is 0 there. A -inf mask over a whole key block is guarded in the online softmax.
+
+Offsets: the batch/window term is int64; per-image offsets are int32 unless some tensor spans 2**31
+elements within one image/window (`OFF64`).
+
+Limits: head dim 1..128 (padded to a power of two >= 16 with masked loads); windows up to
+MAX_WINDOW_TOKENS tokens; fp16, bf16 and fp32 (fp32 uses IEEE dots, not TF32, to match the fp32
+reference); no dropout.
 """
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
 import triton
@@ -44,12 +66,14 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import wrap_triton
 
+from .window_attention_tiles import DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, prune_dkdv, prune_dq, prune_fwd
+
 _LOG2E = tl.constexpr(1.4426950408889634)  # 1 / ln 2: softmax in base 2 (exp2 is the native op)
 _MASK_VALUE = tl.constexpr(-100.0)  # the official Swin shift-mask value (not -inf)
-_MAX_TILE = 16384  # elements of an fp32 [BLOCK_M, BLOCK_N] tile that still fit in registers
-_MAX_DQ_TILE = 8192  # the dq kernel holds five such tiles (s, p, dp, ds and the bias-grad sum)
-MAX_WINDOW_TOKENS = 1024  # keys of a window are one block in the dq kernel (bias-grad registers)
-MAX_KEY_BLOCK_BYTES = 131072  # k + v tiles of that key block must fit in shared memory (228 KB on H100)
+LOG2E = 1.4426950408889634
+MAX_WINDOW_TOKENS = 1024  # dense bias tile [kinds, heads, NP, NP] fp32 stays a few MB at most
+MAX_HEAD_DIM = 128  # q/k/v/acc tiles of [BLOCK, 128] are the largest the configs budget registers for
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _interpreting() -> bool:
@@ -61,110 +85,153 @@ def _np2(n: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# Autotune configs and prune filters
+# Capability checks (plain functions: the dispatcher asks them, the launchers assume them)
 # ----------------------------------------------------------------------------------------------
 
-def _cfg(bm, bn, warps, stages):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+def _dtype_reason(dtype, head_dim, device_type) -> Optional[str]:
+    if dtype not in _DTYPES:
+        return f"dtype {dtype} is not supported (float16, bfloat16, float32)"
+    if dtype == torch.bfloat16 and device_type == "cpu":
+        return "bfloat16 tl.dot is broken in the Triton CPU interpreter"
+    if not 1 <= int(head_dim) <= MAX_HEAD_DIM:
+        return f"head_dim {head_dim} is not supported (1 to {MAX_HEAD_DIM})"
+    return None
 
 
-# (BLOCK_M queries, BLOCK_N keys, warps, stages); 16/32 tiles exist for 7x7 / 4x4 windows
-_TILE_CONFIGS = [
-    _cfg(64, 64, 4, 2), _cfg(64, 64, 4, 3), _cfg(32, 32, 4, 2), _cfg(16, 16, 2, 1), _cfg(32, 64, 4, 2),
-    _cfg(64, 32, 4, 2), _cfg(128, 64, 8, 2), _cfg(64, 128, 8, 2), _cfg(128, 128, 8, 2),
-]
-
-# dq kernel: BLOCK_N is chosen by the launcher (all keys of a window, or 64 for global attention)
-_DQ_CONFIGS = [
-    triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=s)
-    for bm, w, s in [(64, 4, 2), (16, 4, 1), (16, 8, 1), (32, 4, 2), (32, 8, 2), (64, 8, 2), (128, 8, 2)]
-]
+def supports_window(dtype, head_dim, window_size, device_type) -> Optional[str]:
+    """None if the window kernels take these inputs, else why not (shifted and given windows)."""
+    reason = _dtype_reason(dtype, head_dim, device_type)
+    if reason is None:
+        wh, ww = window_size
+        if wh * ww > MAX_WINDOW_TOKENS:
+            reason = f"window {wh}x{ww} has {wh * ww} tokens, more than {MAX_WINDOW_TOKENS}"
+    return reason
 
 
-def _merged(named_args, kwargs):
-    args = dict(named_args)
-    args.update(kwargs)
-    return args
+def supports_attention(dtype, head_dim, seq_len, device_type) -> Optional[str]:
+    """None if the global-attention kernels take these inputs, else why not (any sequence length)."""
+    return _dtype_reason(dtype, head_dim, device_type)
 
-
-def _prune_tiles(configs, named_args, **kwargs):
-    """Keep tiles no larger than the (padded) window and small enough for registers."""
-    args = _merged(named_args, kwargs)
-    np_, d = _np2(args["N"]), args["HEAD_DIM"]
-
-    def fits(c):
-        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        return bm <= np_ and bn <= np_ and bm * bn <= _MAX_TILE and bn * d <= _MAX_TILE
-
-    kept = [c for c in configs if fits(c)] or [c for c in configs if c.kwargs["BLOCK_M"] == 16][:1]
-    if _interpreting():  # one config, so the interpreter never benchmarks; 64 tiles keep grids tiny
-        want = min(64, np_)
-        kept = [c for c in kept if c.kwargs["BLOCK_M"] == want and c.kwargs["BLOCK_N"] == want][:1] or kept[:1]
-    elif np_ >= 64:  # tiles below 32 only waste issue slots once the window has >= 64 tokens
-        kept = [c for c in kept if c.kwargs["BLOCK_M"] >= 32 and c.kwargs["BLOCK_N"] >= 32] or kept
-    return kept
-
-
-def _prune_dq(configs, named_args, **kwargs):
-    args = _merged(named_args, kwargs)
-    np_, bn = _np2(args["N"]), args["BLOCK_N"]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= np_ and c.kwargs["BLOCK_M"] * bn <= _MAX_DQ_TILE]
-    kept = kept or [c for c in configs if c.kwargs["BLOCK_M"] == 16 and c.num_warps == 8]
-    if _interpreting():
-        want = max(c.kwargs["BLOCK_M"] for c in kept)
-        kept = [c for c in kept if c.kwargs["BLOCK_M"] == want][:1]
-    return kept
-
-
-_TILE_KEY = ["N", "HEAD_DIM", "MAP", "HAS_BIAS", "HAS_MASK", "SHIFTED"]
 
 # ----------------------------------------------------------------------------------------------
-# Kernels
+# Autotune configs (tile tables and prunes: window_attention_tiles.py)
+# ----------------------------------------------------------------------------------------------
+
+# Geometry ints used in scalar / mask arithmetic only: not specialized (divisibility by 16 or == 1
+# would make every Swin stage a separate compile for no better code). Strides and C stay specialized.
+_DNS = ["N", "H", "W", "HMOD", "WMOD", "RLIM", "CLIM", "n_wh", "n_ww", "SH", "SW", "n_batch", "n_groups", "cpk",
+        "num_heads", "max_kb"]
+
+_KEY = ["N", "HEAD_DIM", "NP", "MAP", "SHIFTED", "PADDED", "HAS_DENSE", "HAS_MASK", "HAS_PAD", "OFF64"]
+
+# ----------------------------------------------------------------------------------------------
+# Kernel helpers
 # ----------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _token_pos(win, offs, N, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW,
-               WH: tl.constexpr, WW: tl.constexpr, MAP: tl.constexpr):
-    """Where tokens `offs` of window `win` live: (batch, y, x) index parts, real-pixel mask, region id.
+def _group(k, n_batch, n_wh, n_ww, MAP: tl.constexpr, SHIFTED: tl.constexpr):
+    """Windows of group k: (count, ny, nx, y0, x0), the block [y0, y0+ny) x [x0, x0+nx) of window
+    rows/cols per image (MAP), or count = windows per group (SEQ)."""
+    if MAP:
+        if SHIFTED:  # kind k = 2 * (last window row) + (last window column)
+            lr = k // 2
+            lc = k - 2 * lr
+            ny = tl.where(lr == 1, 1, n_wh - 1)
+            nx = tl.where(lc == 1, 1, n_ww - 1)
+            y0 = lr * (n_wh - 1)
+            x0 = lc * (n_ww - 1)
+        else:
+            ny = n_wh + 0 * k
+            nx = n_ww + 0 * k
+            y0 = 0 * k
+            x0 = 0 * k
+        count = n_batch * ny * nx
+    else:
+        count = n_batch + 0 * k
+        ny = 0 * k
+        nx = ny
+        y0 = ny
+        x0 = ny
+    return count, ny, nx, y0, x0
 
-    MAP: (b, source row, source col) in the [B, H, W, .] map; SEQ: (window, token, 0).
-    Indices of non-real tokens are clamped to 0 so masked addresses stay in bounds.
+
+@triton.jit
+def _window_at(k, j, n_groups, ny, nx, y0, x0, n_wh, n_ww, MAP: tl.constexpr):
+    """(window index, batch index as int64, wy, wx) of the j-th window of group k (scalars)."""
+    if MAP:
+        per_img = ny * nx
+        b = j // per_img
+        rem = j - b * per_img
+        oy = rem // nx
+        wy = y0 + oy
+        wx = x0 + rem - oy * nx
+        win = (b * n_wh + wy) * n_ww + wx
+    else:
+        win = k + n_groups * j
+        b = win
+        wy = 0 * win
+        wx = wy
+    return win, b.to(tl.int64), wy, wx
+
+
+@triton.jit
+def _tokens(wy, wx, ty, tx, offs, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW,
+            WH: tl.constexpr, WW: tl.constexpr, MAP: tl.constexpr, PADDED: tl.constexpr):
+    """(y, x, real) of tokens `offs` (in-window row ty, col tx) of window (wy, wx).
+
+    MAP: source row/col in the H x W map (one conditional wrap: the launcher reduces the shift
+    modulo HMOD/WMOD and real rows are < HMOD). SEQ: (token, 0). Non-real tokens get (0, 0).
     """
     if MAP:
-        n_img = n_wh * n_ww
-        b = (win // n_img).to(tl.int64)
-        rem = win % n_img
-        r = (rem // n_ww) * WH + offs // WW  # row in the padded, shifted grid
-        c = (rem % n_ww) * WW + offs % WW
-        sr = (r + SH) % HMOD
-        sc = (c + SW) % WMOD
-        real = (offs < N) & (r < RLIM) & (c < CLIM) & (sr < H) & (sc < W)
-        y = tl.where(real, sr, 0)
-        x = tl.where(real, sc, 0)
-        hp = n_wh * WH
-        wp = n_ww * WW
-        # official slices (0, -win), (-win, -shift), (-shift, None) of the padded grid -> 0, 1, 2
-        rid = ((r >= hp - WH).to(tl.int32) + (r >= hp - SH).to(tl.int32)) * 3 \
-            + (c >= wp - WW).to(tl.int32) + (c >= wp - SW).to(tl.int32)
+        r = wy * WH + ty  # row in the padded, shifted grid
+        c = wx * WW + tx
+        y = r + SH
+        y = tl.where(y >= HMOD, y - HMOD, y)
+        x = c + SW
+        x = tl.where(x >= WMOD, x - WMOD, x)
+        real = offs < N
+        if PADDED:
+            real = real & (r < RLIM) & (c < CLIM) & (y < H) & (x < W)
+        y = tl.where(real, y, 0)
+        x = tl.where(real, x, 0)
     else:
-        b = win.to(tl.int64)
         real = offs < N
         y = tl.where(real, offs, 0)
         x = offs * 0
-        rid = offs * 0
-    return b, y, x, real, rid
+    return y, x, real
 
 
 @triton.jit
-def _load_part(base, pad_bias, b, y, x, real, s_b, s_y, s_x, s_c, ch0, dd, HAS_PAD: tl.constexpr):
-    """Load channels ch0 + dd of the tokens; padding tokens get pad_bias[ch0 + dd] (or 0)."""
-    ptrs = base + b * s_b + (y * s_y + x * s_x)[:, None] + (ch0 + dd)[None, :] * s_c
-    t = tl.load(ptrs, mask=real[:, None], other=0.0)
+def _pos(y, x, s_y, s_x, OFF64: tl.constexpr):
+    """Per-image element offset of tokens at (y, x); 64-bit when a tensor spans 2**31 elements."""
+    if OFF64:
+        return y.to(tl.int64) * s_y + x.to(tl.int64) * s_x
+    else:
+        return y * s_y + x * s_x
+
+
+@triton.jit
+def _load_tok(base, pos, real, ch, s_c, pad_bias, s_pb, d_ok, HAS_PAD: tl.constexpr, DPAD: tl.constexpr,
+              OFF64: tl.constexpr):
+    """Channels `ch` of the tokens at `pos` ([BLOCK, D_PAD]); padding tokens get pad_bias[ch] (or 0)."""
+    t = tl.load(base + pos[:, None] + _chan(ch, s_c, OFF64)[None, :], mask=_rows_mask(real, d_ok, DPAD), other=0.0)
     if HAS_PAD:
-        pb = tl.load(pad_bias + ch0 + dd)
+        pb = tl.load(pad_bias + ch * s_pb, mask=d_ok, other=0.0)
         t = tl.where(real[:, None], t, pb[None, :])
     return t
+
+
+@triton.jit
+def _kv(q_base, wy, wx, ty, tx, offs, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb,
+        dd, d_ok, HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, MAP: tl.constexpr, PADDED: tl.constexpr,
+        HAS_PAD: tl.constexpr, DPAD: tl.constexpr, OFF64: tl.constexpr):
+    """k and v tiles [BLOCK, D_PAD] of tokens `offs` of window (wy, wx), and the tokens' (y, x, real)."""
+    y, x, real = _tokens(wy, wx, ty, tx, offs, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW, MAP, PADDED)
+    pos = _pos(y, x, s_qy, s_qx, OFF64)
+    kt = _load_tok(q_base, pos, real, C + h * HEAD_DIM + dd, s_qc, pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
+    vt = _load_tok(q_base, pos, real, 2 * C + h * HEAD_DIM + dd, s_qc, pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
+    return kt, vt, y, x, real
 
 
 @triton.jit
@@ -177,186 +244,385 @@ def _mm(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _logits(q, k, scale, win, h, offs_m, offs_n, rid_m, rid_n, N, table, s_tt, s_th, mask, n_mask,
-            s_mw, s_mi, s_mj, WH: tl.constexpr, WW: tl.constexpr, HAS_BIAS: tl.constexpr,
-            SHIFTED: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr):
-    """(q * scale) @ k^T + bias[index] + shift mask + given mask; keys beyond N -> -inf.  [BM, BN] fp32."""
-    s = _mm(q, tl.trans(k), IEEE) * scale
-    valid = (offs_m < N)[:, None] & (offs_n < N)[None, :]
-    if HAS_BIAS:
-        dy = (offs_m // WW)[:, None] - (offs_n // WW)[None, :]
-        dx = (offs_m % WW)[:, None] - (offs_n % WW)[None, :]
-        idx = (dy + (WH - 1)) * (2 * WW - 1) + (dx + (WW - 1))
-        idx = tl.where(valid, idx, 0)
-        s += tl.load(table + idx * s_tt + h * s_th, mask=valid, other=0.0).to(tl.float32)
-    if SHIFTED:
-        s += tl.where(rid_m[:, None] != rid_n[None, :], _MASK_VALUE, 0.0)
+def _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj,
+           NP: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_MASK: tl.constexpr):
+    """Additive base-2 logit tile: log2(e) * (bias + masks), -inf at keys >= N ([BM, BN] or [1, BN])."""
+    if HAS_DENSE:  # in bounds: BLOCK_M, BLOCK_N divide NP; -inf already in the key columns >= N
+        b = tl.load(dense_ptr + offs_m[:, None] * NP + offs_n[None, :])
+    else:
+        b = tl.where((offs_n < N)[None, :], 0.0, float("-inf"))
     if HAS_MASK:
-        mw = (win % n_mask).to(tl.int64)
-        mi = tl.where(offs_m < N, offs_m, 0)
-        mj = tl.where(offs_n < N, offs_n, 0)
-        s += tl.load(mask + mw * s_mw + mi[:, None] * s_mi + mj[None, :] * s_mj, mask=valid, other=0.0).to(tl.float32)
-    return tl.where((offs_n < N)[None, :], s, float("-inf"))
+        ok = (offs_m < N)[:, None] & (offs_n < N)[None, :]
+        mk = tl.load(mask_ptr + offs_m[:, None] * s_mi + offs_n[None, :] * s_mj, mask=ok, other=0.0)
+        b = b + mk.to(tl.float32) * _LOG2E
+    return b
 
 
-@triton.autotune(configs=_TILE_CONFIGS, key=_TILE_KEY, prune_configs_by={"early_config_prune": _prune_tiles})
 @triton.jit
-def _window_attention_fwd_kernel(
-    qkv, pad_bias, table, mask, out, lse,
-    N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_mask, num_heads,
-    s_qb, s_qy, s_qx, s_qc,  # qkv strides (MAP: b, h, w, c; SEQ: b, n, 0, c)
-    s_ob, s_oy, s_ox,  # out strides (channel stride 1)
-    s_tt, s_th, s_mw, s_mi, s_mj, scale,
-    HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, MAP: tl.constexpr, SHIFTED: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_PAD: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def _logits2(q, k, qk_scale, bias, IEEE: tl.constexpr):
+    """Base-2 logits [BM, BN] fp32: log2(e) * (q * scale) @ k^T + the `_bias2` tile."""
+    return _mm(q, tl.trans(k), IEEE) * qk_scale + bias
+
+
+@triton.jit
+def _kind(k, SHIFTED: tl.constexpr):
+    """Dense-bias kind of group k: the group itself when shifted (4 kinds), else the only kind."""
+    if SHIFTED:
+        return k
+    else:
+        return 0 * k
+
+
+@triton.jit
+def _rows_mask(real, d_ok, DPAD: tl.constexpr):
+    """[BLOCK, 1] or [BLOCK, D_PAD] store/load mask of real tokens (and real channels)."""
+    if DPAD:
+        return real[:, None] & d_ok[None, :]
+    else:
+        return real[:, None]
+
+
+@triton.jit
+def _chan(ch, s_c, OFF64: tl.constexpr):
+    if OFF64:
+        return ch.to(tl.int64) * s_c
+    else:
+        return ch * s_c
+
+
+@triton.jit
+def _program(num_heads, cpk, n_batch, n_wh, n_ww, n_blk, MAP: tl.constexpr, SHIFTED: tl.constexpr):
+    """Decode program_id(0) = ((group * cpk + chunk) * n_blk + block) * heads + head.
+
+    Returns (group, head, block, first window j0 of the chunk, its window count, group geometry).
+    Heads are fastest so the programs of one window run together and share its cache lines.
+    """
+    pid = tl.program_id(0)
+    h = pid % num_heads
+    rest = pid // num_heads
+    blk = rest % n_blk
+    rest = rest // n_blk
+    chunk = rest % cpk
+    k = rest // cpk
+    count, ny, nx, y0, x0 = _group(k, n_batch, n_wh, n_ww, MAP, SHIFTED)
+    wpp = tl.cdiv(count, cpk)
+    j0 = chunk * wpp
+    n_here = tl.minimum(wpp, count - j0)
+    return k, h, blk, chunk, j0, n_here, ny, nx, y0, x0
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _window_attention_dense_bias_kernel(
+    table, dense, N, SH, SW, num_heads, s_tt, s_th,
+    WH: tl.constexpr, WW: tl.constexpr, NP: tl.constexpr, HAS_TABLE: tl.constexpr, SHIFTED: tl.constexpr,
+    BLOCK_I: tl.constexpr,
 ):
-    win = tl.program_id(0)
-    h = tl.program_id(1)
-    offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
-    dd = tl.arange(0, HEAD_DIM)
-    qb, qy, qx, q_real, q_rid = _token_pos(win, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, WH, WW, MAP)
-    q = _load_part(qkv, pad_bias, qb, qy, qx, q_real, s_qb, s_qy, s_qx, s_qc, h * HEAD_DIM, dd, HAS_PAD)
+    """dense[kind, h, i, j] = log2(e) * (table[index(i, j), h] + shift mask of `kind`), -inf for j >= N.
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max (base 2)
-    l_i = tl.zeros([BLOCK_M], tl.float32)  # running sum of exp2
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    for start_n in range(0, N, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        kb, ky, kx, k_real, k_rid = _token_pos(win, offs_n, N, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, WH, WW, MAP)
-        k = _load_part(qkv, pad_bias, kb, ky, kx, k_real, s_qb, s_qy, s_qx, s_qc, C + h * HEAD_DIM, dd, HAS_PAD)
-        v = _load_part(qkv, pad_bias, kb, ky, kx, k_real, s_qb, s_qy, s_qx, s_qc, 2 * C + h * HEAD_DIM, dd, HAS_PAD)
-        s = _logits(q, k, scale, win, h, offs_m, offs_n, q_rid, k_rid, N, table, s_tt, s_th, mask, n_mask,
-                    s_mw, s_mi, s_mj, WH, WW, HAS_BIAS, SHIFTED, HAS_MASK, IEEE) * _LOG2E
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: key 0 of every window is valid
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, IEEE)
-        m_i = m_new
-    acc = acc / l_i[:, None]
+    Region ids follow the official slices (0, -win), (-win, -shift), (-shift, None) of the padded
+    grid: a window off the last window row has row region 0; on it, 1 or 2 (2 for the last `shift`
+    rows). Grid: (kinds * heads, NP // BLOCK_I).
+    """
+    kh = tl.program_id(0)
+    kind = kh // num_heads
+    h = kh - kind * num_heads
+    i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    j = tl.arange(0, NP)
+    valid = (i < N)[:, None] & (j < N)[None, :]
+    val = tl.zeros([BLOCK_I, NP], tl.float32)
+    if HAS_TABLE:
+        idx = ((i // WW)[:, None] - (j // WW)[None, :] + (WH - 1)) * (2 * WW - 1) \
+            + ((i % WW)[:, None] - (j % WW)[None, :] + (WW - 1))
+        idx = tl.where(valid, idx, 0)
+        val += tl.load(table + idx * s_tt + h * s_th, mask=valid, other=0.0).to(tl.float32)
+    if SHIFTED:
+        lr = kind // 2
+        lc = kind - 2 * lr
+        ri = lr * (1 + ((SH > 0) & ((i // WW) >= WH - SH)).to(tl.int32)) * 3 \
+            + lc * (1 + ((SW > 0) & ((i % WW) >= WW - SW)).to(tl.int32))
+        rj = lr * (1 + ((SH > 0) & ((j // WW) >= WH - SH)).to(tl.int32)) * 3 \
+            + lc * (1 + ((SW > 0) & ((j % WW) >= WW - SW)).to(tl.int32))
+        val += tl.where(ri[:, None] != rj[None, :], _MASK_VALUE, 0.0)
+    val = tl.where((j < N)[None, :], val * _LOG2E, float("-inf"))
+    base = (kind * num_heads + h).to(tl.int64) * NP * NP
+    tl.store(dense + base + i[:, None] * NP + j[None, :], val)
 
-    o_ptrs = out + qb * s_ob + (qy * s_oy + qx * s_ox)[:, None] + (h * HEAD_DIM + dd)[None, :]
-    tl.store(o_ptrs, acc.to(out.dtype.element_ty), mask=q_real[:, None])
-    lse_row = (win.to(tl.int64) * num_heads + h) * N
-    tl.store(lse + lse_row + offs_m, m_i + tl.log2(l_i), mask=offs_m < N)
+
+@triton.autotune(configs=FWD_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": prune_fwd})
+@triton.jit(do_not_specialize=_DNS)
+def _window_attention_fwd_kernel(
+    qkv, pad_bias, dense, mask, out, lse,
+    N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_batch, n_groups, cpk, num_heads,
+    s_qb, s_qy, s_qx, s_qc, s_pb,  # qkv (MAP: b, h, w, c; SEQ: b, n, 0, c), qkv_bias
+    s_ob, s_oy, s_ox,  # out (channel stride 1)
+    s_mw, s_mi, s_mj, qk_scale,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NP: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
+    MAP: tl.constexpr, SHIFTED: tl.constexpr, PADDED: tl.constexpr, HAS_DENSE: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, OFF64: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HOIST: tl.constexpr,
+):
+    """out, lse for BLOCK_M queries of every window of one (group, chunk, head)."""
+    k, h, mb, chunk, j0, n_here, ny, nx, y0, x0 = _program(num_heads, cpk, n_batch, n_wh, n_ww, tl.cdiv(N, BLOCK_M),
+                                                          MAP, SHIFTED)
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    ty_m = offs_m // WW
+    tx_m = offs_m % WW
+    dd = tl.arange(0, D_PAD)
+    d_ok = dd < HEAD_DIM
+    DPAD: tl.constexpr = D_PAD != HEAD_DIM
+    ONE_BLOCK: tl.constexpr = BLOCK_N >= NP
+    dense_ptr = dense
+    if HAS_DENSE:  # the kind is the group when shifted, else the only kind
+        dense_ptr = dense + _kind(k, SHIFTED) * num_heads * NP * NP + h * NP * NP
+    mask_ptr = mask
+    if HAS_MASK:  # SEQ: group k holds the windows that use mask[k]
+        mask_ptr = mask + k.to(tl.int64) * s_mw
+    offs_n0 = tl.arange(0, BLOCK_N)
+    ty_n0 = offs_n0 // WW
+    tx_n0 = offs_n0 % WW
+    # the bias tile is the same for every window of the program; a gathered mask always pays to hoist
+    HOIST_BIAS: tl.constexpr = ONE_BLOCK and (HOIST or HAS_MASK)
+    if HOIST_BIAS:
+        bias0 = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+    for jj in range(0, n_here):
+        win, b, wy, wx = _window_at(k, j0 + jj, n_groups, ny, nx, y0, x0, n_wh, n_ww, MAP)
+        yq, xq, q_real = _tokens(wy, wx, ty_m, tx_m, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW,
+                                 MAP, PADDED)
+        q_base = qkv + b * s_qb
+        q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, h * HEAD_DIM + dd, s_qc, pad_bias, s_pb,
+                      d_ok, HAS_PAD, DPAD, OFF64)
+        if ONE_BLOCK:  # all keys in one block: plain softmax, no rescaling
+            kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, ty_n0, tx_n0, offs_n0, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM,
+                                         SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, HEAD_DIM, WH, WW, MAP,
+                                         PADDED, HAS_PAD, DPAD, OFF64)
+            if HOIST_BIAS:
+                bias = bias0
+            else:
+                bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+            s = _logits2(q, kt, qk_scale, bias, IEEE)
+            m_i = tl.max(s, 1)
+            m_i = tl.where(m_i == float("-inf"), 0.0, m_i)  # fully masked row: p = 0, not NaN
+            p = tl.exp2(s - m_i[:, None])
+            l_i = tl.sum(p, 1)
+            acc = _mm(p.to(vt.dtype), vt, IEEE)
+        else:  # online softmax over key blocks
+            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            l_i = tl.zeros([BLOCK_M], tl.float32)
+            acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+            for start_n in range(0, N, BLOCK_N):
+                offs_n = start_n + offs_n0
+                kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
+                                             WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
+                                             HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
+                s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
+                                                            HAS_DENSE, HAS_MASK), IEEE)
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: keep p = 0, not NaN
+                alpha = tl.exp2(m_i - m_use)
+                p = tl.exp2(s - m_use[:, None])
+                l_i = l_i * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None] + _mm(p.to(vt.dtype), vt, IEEE)
+                m_i = m_new
+        empty = l_i == 0.0  # every logit -inf: output 0 (as the reference), lse +inf
+        acc = acc / tl.where(empty, 1.0, l_i)[:, None]
+        tl.store(out + b * s_ob + _pos(yq, xq, s_oy, s_ox, OFF64)[:, None] + (h * HEAD_DIM + dd)[None, :],
+                 acc.to(out.dtype.element_ty), mask=_rows_mask(q_real, d_ok, DPAD))
+        lse_row = (win.to(tl.int64) * num_heads + h) * N
+        lse2 = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
+        tl.store(lse + lse_row + offs_m, lse2, mask=offs_m < N)
 
 
-@triton.autotune(configs=_DQ_CONFIGS, key=_TILE_KEY + ["BLOCK_N", "BIAS_GRAD"],
-                 prune_configs_by={"early_config_prune": _prune_dq})
-@triton.jit
+@triton.autotune(configs=DQ_CONFIGS, key=_KEY + ["BIAS_GRAD"], prune_configs_by={"early_config_prune": prune_dq})
+@triton.jit(do_not_specialize=_DNS)
 def _window_attention_bwd_dq_kernel(
-    qkv, pad_bias, table, mask, out, dout, lse, delta, dqkv, dtab_part,
-    N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_mask, num_heads, n_win, wpp,
-    s_qb, s_qy, s_qx, s_qc,
+    qkv, pad_bias, dense, mask, out, dout, lse, delta, dqkv, gpart,
+    N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_batch, n_groups, cpk, num_heads,
+    s_qb, s_qy, s_qx, s_qc, s_pb,
     s_ob, s_oy, s_ox,  # out (channel stride 1)
     s_gb, s_gy, s_gx, s_gc,  # dout
     s_db, s_dy, s_dx,  # dqkv (channel stride 1)
-    s_tt, s_th, s_mw, s_mi, s_mj, scale,
-    HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, MAP: tl.constexpr, SHIFTED: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_PAD: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
-    BIAS_GRAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    s_mw, s_mi, s_mj, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NP: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
+    MAP: tl.constexpr, SHIFTED: tl.constexpr, PADDED: tl.constexpr, HAS_DENSE: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, OFF64: tl.constexpr, IEEE: tl.constexpr,
+    BIAS_GRAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HOIST: tl.constexpr,
 ):
-    """dq for windows [chunk * wpp, chunk * wpp + wpp) of one head; BIAS_GRAD needs BLOCK_N >= N."""
-    chunk = tl.program_id(0)
-    h = tl.program_id(1)
-    offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
-    dd = tl.arange(0, HEAD_DIM)
-    g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)  # sum over this chunk's windows of dS
-    for i_w in range(0, tl.minimum(wpp, n_win - chunk * wpp)):
-        win = chunk * wpp + i_w  # a tensor, unlike a loop variable under the interpreter
-        qb, qy, qx, q_real, q_rid = _token_pos(win, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, WH, WW, MAP)
-        q = _load_part(qkv, pad_bias, qb, qy, qx, q_real, s_qb, s_qy, s_qx, s_qc, h * HEAD_DIM, dd, HAS_PAD)
+    """dq and delta for BLOCK_M queries of the windows of one (group, chunk, head); dS partials.
+
+    gpart [groups, cpk, heads, NP, NP] fp32 (zeroed): this program's slice gets the sum of dS over its
+    windows (stored, never accumulated across launches, so autotuning reruns are harmless).
+    """
+    k, h, mb, chunk, j0, n_here, ny, nx, y0, x0 = _program(num_heads, cpk, n_batch, n_wh, n_ww, tl.cdiv(N, BLOCK_M),
+                                                          MAP, SHIFTED)
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    ty_m = offs_m // WW
+    tx_m = offs_m % WW
+    dd = tl.arange(0, D_PAD)
+    d_ok = dd < HEAD_DIM
+    DPAD: tl.constexpr = D_PAD != HEAD_DIM
+    ONE_BLOCK: tl.constexpr = BLOCK_N >= NP
+    dense_ptr = dense
+    if HAS_DENSE:
+        dense_ptr = dense + _kind(k, SHIFTED) * num_heads * NP * NP + h * NP * NP
+    mask_ptr = mask
+    if HAS_MASK:
+        mask_ptr = mask + k.to(tl.int64) * s_mw
+    g_ptr = gpart + ((k * cpk + chunk).to(tl.int64) * num_heads + h) * NP * NP
+    offs_n0 = tl.arange(0, BLOCK_N)
+    ty_n0 = offs_n0 // WW
+    tx_n0 = offs_n0 % WW
+    g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)  # sum of dS over the windows (one key block only)
+    HOIST_BIAS: tl.constexpr = ONE_BLOCK and (HOIST or HAS_MASK)
+    if HOIST_BIAS:
+        bias0 = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+    for jj in range(0, n_here):
+        win, b, wy, wx = _window_at(k, j0 + jj, n_groups, ny, nx, y0, x0, n_wh, n_ww, MAP)
+        yq, xq, q_real = _tokens(wy, wx, ty_m, tx_m, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW,
+                                 MAP, PADDED)
+        q_base = qkv + b * s_qb
+        q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, h * HEAD_DIM + dd, s_qc, pad_bias, s_pb,
+                      d_ok, HAS_PAD, DPAD, OFF64)
         # padding tokens' outputs are cropped away: their dO (and so dS and dq) is zero
-        do = tl.load(dout + qb * s_gb + (qy * s_gy + qx * s_gx)[:, None] + (h * HEAD_DIM + dd)[None, :] * s_gc,
-                     mask=q_real[:, None], other=0.0)
-        o = tl.load(out + qb * s_ob + (qy * s_oy + qx * s_ox)[:, None] + (h * HEAD_DIM + dd)[None, :],
-                    mask=q_real[:, None], other=0.0)
+        do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
+                     + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD), other=0.0)
         row = (win.to(tl.int64) * num_heads + h) * N
-        dlt = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-        tl.store(delta + row + offs_m, dlt, mask=offs_m < N)
-        l2 = tl.load(lse + row + offs_m, mask=offs_m < N, other=0.0)
-        dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        for start_n in range(0, N, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            kb, ky, kx, k_real, k_rid = _token_pos(win, offs_n, N, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, WH, WW, MAP)
-            k = _load_part(qkv, pad_bias, kb, ky, kx, k_real, s_qb, s_qy, s_qx, s_qc, C + h * HEAD_DIM, dd, HAS_PAD)
-            v = _load_part(qkv, pad_bias, kb, ky, kx, k_real, s_qb, s_qy, s_qx, s_qc, 2 * C + h * HEAD_DIM, dd, HAS_PAD)
-            s = _logits(q, k, scale, win, h, offs_m, offs_n, q_rid, k_rid, N, table, s_tt, s_th, mask, n_mask,
-                        s_mw, s_mi, s_mj, WH, WW, HAS_BIAS, SHIFTED, HAS_MASK, IEEE)
-            valid = (offs_m < N)[:, None] & (offs_n < N)[None, :]
-            p = tl.where(valid, tl.exp2(s * _LOG2E - l2[:, None]), 0.0)
-            dp = _mm(do, tl.trans(v), IEEE)
-            ds = p * (dp - dlt[:, None])  # d logits
+        l2 = tl.load(lse + row + offs_m, mask=offs_m < N, other=float("inf"))
+        if ONE_BLOCK:
+            kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, ty_n0, tx_n0, offs_n0, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM,
+                                         SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, HEAD_DIM, WH, WW, MAP,
+                                         PADDED, HAS_PAD, DPAD, OFF64)
+            if HOIST_BIAS:
+                bias = bias0
+            else:
+                bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+            s = _logits2(q, kt, qk_scale, bias, IEEE)
+            p = tl.exp2(s - l2[:, None])
+            dp = _mm(do, tl.trans(vt), IEEE)
+            dlt = tl.sum(p * dp, 1)  # exact fp32 delta_i = sum_j P_ij dP_ij
+            ds = p * (dp - dlt[:, None])
+            dq = _mm(ds.to(kt.dtype), kt, IEEE)
             if BIAS_GRAD:
                 g += ds
-            dq += _mm(ds.to(k.dtype), k, IEEE)
+        else:
+            if IEEE:  # fp32: O is exact enough for delta = rowsum(dO * O)
+                o = tl.load(out + b * s_ob + _pos(yq, xq, s_oy, s_ox, OFF64)[:, None] + (h * HEAD_DIM + dd)[None, :],
+                            mask=_rows_mask(q_real, d_ok, DPAD), other=0.0)
+                dlt = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+            else:  # low precision O would make delta inexact under saturated softmax: a first pass
+                dlt = tl.zeros([BLOCK_M], tl.float32)
+                for start_n in range(0, N, BLOCK_N):
+                    offs_n = start_n + offs_n0
+                    kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
+                                                 WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
+                                                 HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
+                    s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
+                                                                HAS_DENSE, HAS_MASK), IEEE)
+                    dlt += tl.sum(tl.exp2(s - l2[:, None]) * _mm(do, tl.trans(vt), IEEE), 1)
+            dq = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+            for start_n in range(0, N, BLOCK_N):
+                offs_n = start_n + offs_n0
+                kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
+                                             WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
+                                             HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
+                s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
+                                                            HAS_DENSE, HAS_MASK), IEEE)
+                p = tl.exp2(s - l2[:, None])
+                ds = p * (_mm(do, tl.trans(vt), IEEE) - dlt[:, None])
+                dq += _mm(ds.to(kt.dtype), kt, IEEE)
+                if BIAS_GRAD:  # this program's own slice, no other writer: first window stores, later ones add
+                    gp = g_ptr + offs_m[:, None] * NP + offs_n[None, :]
+                    tl.store(gp, tl.load(gp, mask=(offs_m >= 0)[:, None] & (jj > 0), other=0.0) + ds)
+        tl.store(delta + row + offs_m, dlt, mask=offs_m < N)
         dq = dq * scale
-        tl.store(dqkv + qb * s_db + (qy * s_dy + qx * s_dx)[:, None] + (h * HEAD_DIM + dd)[None, :],
-                 dq.to(dqkv.dtype.element_ty), mask=q_real[:, None])
+        tl.store(dqkv + b * s_db + _pos(yq, xq, s_dy, s_dx, OFF64)[:, None] + (h * HEAD_DIM + dd)[None, :],
+                 dq.to(dqkv.dtype.element_ty), mask=_rows_mask(q_real, d_ok, DPAD))
     if BIAS_GRAD:
-        # dtab_part: [chunks, heads, NP, BLOCK_N] with NP a multiple of BLOCK_M
-        base = (chunk.to(tl.int64) * num_heads + h) * tl.num_programs(2) * BLOCK_M * BLOCK_N
-        cols = tl.arange(0, BLOCK_N)
-        tl.store(dtab_part + base + offs_m[:, None] * BLOCK_N + cols[None, :], g)
+        if ONE_BLOCK:
+            tl.store(g_ptr + offs_m[:, None] * NP + offs_n0[None, :], g)
 
 
-@triton.autotune(configs=_TILE_CONFIGS, key=_TILE_KEY + ["PAD_GRAD"],
-                 prune_configs_by={"early_config_prune": _prune_tiles})
-@triton.jit
+@triton.autotune(configs=DKDV_CONFIGS, key=_KEY + ["PAD_GRAD"],
+                 prune_configs_by={"early_config_prune": prune_dkdv})
+@triton.jit(do_not_specialize=_DNS)
 def _window_attention_bwd_dkdv_kernel(
-    qkv, pad_bias, table, mask, dout, lse, delta, dqkv, dpad_part,
-    N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_mask, num_heads, max_kb,
-    s_qb, s_qy, s_qx, s_qc,
+    qkv, pad_bias, dense, mask, dout, lse, delta, dqkv, dpad_part,
+    N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_batch, n_groups, cpk, num_heads, max_kb,
+    s_qb, s_qy, s_qx, s_qc, s_pb,
     s_gb, s_gy, s_gx, s_gc,  # dout
     s_db, s_dy, s_dx,  # dqkv (channel stride 1)
-    s_tt, s_th, s_mw, s_mi, s_mj, scale,
-    HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, MAP: tl.constexpr, SHIFTED: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_PAD: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
-    PAD_GRAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    s_mw, s_mi, s_mj, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NP: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
+    MAP: tl.constexpr, SHIFTED: tl.constexpr, PADDED: tl.constexpr, HAS_DENSE: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, OFF64: tl.constexpr, IEEE: tl.constexpr,
+    PAD_GRAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HOIST: tl.constexpr,
 ):
-    """dk, dv for one block of keys of one (window, head); loops over all query blocks."""
-    win = tl.program_id(0)
-    h = tl.program_id(1)
-    pid_n = tl.program_id(2)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    dd = tl.arange(0, HEAD_DIM)
-    kb, ky, kx, k_real, k_rid = _token_pos(win, offs_n, N, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, WH, WW, MAP)
-    k = _load_part(qkv, pad_bias, kb, ky, kx, k_real, s_qb, s_qy, s_qx, s_qc, C + h * HEAD_DIM, dd, HAS_PAD)
-    v = _load_part(qkv, pad_bias, kb, ky, kx, k_real, s_qb, s_qy, s_qx, s_qc, 2 * C + h * HEAD_DIM, dd, HAS_PAD)
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-    row = (win.to(tl.int64) * num_heads + h) * N
-    for start_m in range(0, N, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        qb, qy, qx, q_real, q_rid = _token_pos(win, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, WH, WW, MAP)
-        q = _load_part(qkv, pad_bias, qb, qy, qx, q_real, s_qb, s_qy, s_qx, s_qc, h * HEAD_DIM, dd, HAS_PAD)
-        do = tl.load(dout + qb * s_gb + (qy * s_gy + qx * s_gx)[:, None] + (h * HEAD_DIM + dd)[None, :] * s_gc,
-                     mask=q_real[:, None], other=0.0)
-        l2 = tl.load(lse + row + offs_m, mask=offs_m < N, other=0.0)
-        dlt = tl.load(delta + row + offs_m, mask=offs_m < N, other=0.0)
-        s = _logits(q, k, scale, win, h, offs_m, offs_n, q_rid, k_rid, N, table, s_tt, s_th, mask, n_mask,
-                    s_mw, s_mi, s_mj, WH, WW, HAS_BIAS, SHIFTED, HAS_MASK, IEEE)
-        valid = (offs_m < N)[:, None] & (offs_n < N)[None, :]
-        p = tl.where(valid, tl.exp2(s * _LOG2E - l2[:, None]), 0.0)  # [BM, BN]
-        dv += _mm(tl.trans(p.to(do.dtype)), do, IEEE)
-        dp = _mm(do, tl.trans(v), IEEE)
-        ds = p * (dp - dlt[:, None])
-        dk += _mm(tl.trans(ds.to(q.dtype)), q, IEEE)
-    dk = dk * scale
-    d_ptrs = dqkv + kb * s_db + (ky * s_dy + kx * s_dx)[:, None] + (h * HEAD_DIM + dd)[None, :]
-    tl.store(d_ptrs + C, dk.to(dqkv.dtype.element_ty), mask=k_real[:, None])
-    tl.store(d_ptrs + 2 * C, dv.to(dqkv.dtype.element_ty), mask=k_real[:, None])
-    if PAD_GRAD:
-        # dpad_part: [windows, max_kb, heads, 2, HEAD_DIM] fp32 (zero-initialized: unused slots stay 0)
-        pad = ((offs_n < N) & (k_real == 0))[:, None]
-        slot = ((win.to(tl.int64) * max_kb + pid_n) * num_heads + h) * 2 * HEAD_DIM
-        tl.store(dpad_part + slot + dd, tl.sum(tl.where(pad, dk, 0.0), 0))
-        tl.store(dpad_part + slot + HEAD_DIM + dd, tl.sum(tl.where(pad, dv, 0.0), 0))
+    """dk, dv for one block of BLOCK_N keys of the windows of one (group, chunk, head)."""
+    k, h, nb, chunk, j0, n_here, ny, nx, y0, x0 = _program(num_heads, cpk, n_batch, n_wh, n_ww, tl.cdiv(N, BLOCK_N),
+                                                          MAP, SHIFTED)
+    offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+    ty_n = offs_n // WW
+    tx_n = offs_n % WW
+    dd = tl.arange(0, D_PAD)
+    d_ok = dd < HEAD_DIM
+    DPAD: tl.constexpr = D_PAD != HEAD_DIM
+    dense_ptr = dense
+    if HAS_DENSE:
+        dense_ptr = dense + _kind(k, SHIFTED) * num_heads * NP * NP + h * NP * NP
+    mask_ptr = mask
+    if HAS_MASK:
+        mask_ptr = mask + k.to(tl.int64) * s_mw
+    offs_m0 = tl.arange(0, BLOCK_M)
+    ONE_QBLOCK: tl.constexpr = BLOCK_M >= NP
+    HOIST_BIAS: tl.constexpr = ONE_QBLOCK and (HOIST or HAS_MASK)
+    if HOIST_BIAS:  # one query block: its bias tile is the same for every window of the program
+        bias0 = _bias2(dense_ptr, mask_ptr, offs_m0, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+    for jj in range(0, n_here):
+        win, b, wy, wx = _window_at(k, j0 + jj, n_groups, ny, nx, y0, x0, n_wh, n_ww, MAP)
+        q_base = qkv + b * s_qb
+        kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, ty_n, tx_n, offs_n, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW,
+                                     s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD,
+                                     DPAD, OFF64)
+        dk = tl.zeros([BLOCK_N, D_PAD], tl.float32)
+        dv = tl.zeros([BLOCK_N, D_PAD], tl.float32)
+        row = (win.to(tl.int64) * num_heads + h) * N
+        for start_m in range(0, 1 if ONE_QBLOCK else N, BLOCK_M):
+            offs_m = start_m + offs_m0
+            yq, xq, q_real = _tokens(wy, wx, offs_m // WW, offs_m % WW, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM,
+                                     SH, SW, WH, WW, MAP, PADDED)
+            q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, h * HEAD_DIM + dd, s_qc, pad_bias, s_pb,
+                          d_ok, HAS_PAD, DPAD, OFF64)
+            do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
+                         + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD),
+                         other=0.0)
+            l2 = tl.load(lse + row + offs_m, mask=offs_m < N, other=float("inf"))
+            dlt = tl.load(delta + row + offs_m, mask=offs_m < N, other=0.0)
+            if HOIST_BIAS:
+                bias = bias0
+            else:
+                bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+            p = tl.exp2(_logits2(q, kt, qk_scale, bias, IEEE) - l2[:, None])  # [BM, BN]
+            dv += _mm(tl.trans(p.to(do.dtype)), do, IEEE)
+            ds = p * (_mm(do, tl.trans(vt), IEEE) - dlt[:, None])
+            dk += _mm(tl.trans(ds.to(q.dtype)), q, IEEE)
+        dk = dk * scale
+        d_ptrs = dqkv + b * s_db + _pos(yk, xk, s_dy, s_dx, OFF64)[:, None] + (h * HEAD_DIM + dd)[None, :]
+        tl.store(d_ptrs + C, dk.to(dqkv.dtype.element_ty), mask=_rows_mask(k_real, d_ok, DPAD))
+        tl.store(d_ptrs + 2 * C, dv.to(dqkv.dtype.element_ty), mask=_rows_mask(k_real, d_ok, DPAD))
+        if PAD_GRAD:
+            # dpad_part: [windows, max_kb, heads, 2, D_PAD] fp32 (zeroed: unused slots stay 0)
+            pad = ((offs_n < N) & (k_real == 0))[:, None]
+            slot = ((win.to(tl.int64) * max_kb + nb) * num_heads + h) * 2 * D_PAD
+            tl.store(dpad_part + slot + dd, tl.sum(tl.where(pad, dk, 0.0), 0))
+            tl.store(dpad_part + slot + D_PAD + dd, tl.sum(tl.where(pad, dv, 0.0), 0))
 
 
 @triton.jit
-def _window_attention_bias_grad_kernel(
+def _window_attention_table_grad_kernel(
     g, dtable, T, N, num_heads, NP, s_tt, s_th,
     WH: tl.constexpr, WW: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
@@ -386,9 +652,12 @@ def _window_attention_bias_grad_kernel(
 # ----------------------------------------------------------------------------------------------
 
 _POISON_ENV = "FASTWIN_POISON"  # "1": fill kernel outputs with NaN before launch (tests)
-_BIAS_T_BLOCK = 128  # table entries per program of the bias-grad gather
-_BIAS_I_BLOCK = 64  # queries per step of the bias-grad gather ([64, 128] fp32 tile)
-_DQ_TARGET_PROGRAMS = 1024  # dq programs (with bias grad) to aim for: ~8 per H100 SM
+_BIAS_T_BLOCK = 128  # table entries per program of the table-gradient gather
+_BIAS_I_BLOCK = 16  # queries per step of that gather: a [16, 128] tile (at [64, 128] triton 3.6 spilled 1 KB)
+_DENSE_I_BLOCK = 16  # query rows per program of the dense-bias build
+_FWD_PROGRAMS = 132 * 16  # ~4 waves of 4 resident programs on an H100's 132 SMs; longer programs hide latency
+_DQ_PROGRAMS = 132 * 8  # the bias-grad partials are [programs, NP, NP]: fewer, longer programs
+_INT32_SPAN = 2 ** 31
 
 
 def _launch(kernel, grid, *args, **kwargs):
@@ -419,34 +688,41 @@ class _Geometry:
         C3 = qkv.shape[-1]
         self.C = C3 // 3
         self.d = self.C // num_heads
+        self.d_pad = _np2(self.d)
+        wh, ww = window
         if mode_map:
             B, H, W, _ = qkv.shape
-            wh, ww = window
             self.n_wh, self.n_ww = triton.cdiv(H, wh), triton.cdiv(W, ww)
             hp, wp = self.n_wh * wh, self.n_ww * ww
             self.H, self.W = H, W
             self.HMOD, self.WMOD = (hp, wp) if pad_roll else (H, W)
             self.RLIM, self.CLIM = self.HMOD, self.WMOD
             self.SH, self.SW = shift
+            self.batch = B
             self.n_win = B * self.n_wh * self.n_ww
             self.N = wh * ww
             self.pos_shape = (B, H, W)
             self.padded = hp != H or wp != W
         else:
             B_, N, _ = qkv.shape
-            wh, ww = window
             self.n_wh = self.n_ww = 1
             self.H = self.W = self.HMOD = self.WMOD = self.RLIM = self.CLIM = 1
             self.SH = self.SW = 0
-            self.n_win, self.N = B_, N
+            self.batch = self.n_win = B_
+            self.N = N
             self.pos_shape = (B_, N)
             self.padded = False
         self.wh, self.ww = wh, ww
+        self.np = _np2(self.N)
         self.shifted = mode_map and (self.SH > 0 or self.SW > 0)
 
-    def ints(self):
+    def ints(self, n_groups, cpk):
+        """Token-map ints, (window count per image row/col), batch per group, groups, chunks, heads."""
+        # one conditional wrap suffices in the kernel when the shift is reduced modulo the map
+        sh, sw = self.SH % self.HMOD, self.SW % self.WMOD
+        n_batch = self.batch if self.map else self.n_win // n_groups
         return (self.N, self.C, self.H, self.W, self.HMOD, self.WMOD, self.RLIM, self.CLIM,
-                self.n_wh, self.n_ww, self.SH, self.SW)
+                self.n_wh, self.n_ww, sh, sw, n_batch, n_groups, cpk, self.heads)
 
     def pos_strides(self, t, channel=True):
         """(s_b, s_y, s_x[, s_c]) of a [B, H, W, C] or [B, N, C] tensor."""
@@ -454,94 +730,154 @@ class _Geometry:
         out = (s[0], s[1], s[2]) if self.map else (s[0], s[1], 0)
         return out + (s[-1],) if channel else out
 
+    def groups(self, mask):
+        return 4 if self.shifted else (mask.shape[0] if mask is not None else 1)
 
-def _opt_strides(t, n):
-    return tuple(t.stride()) if t is not None else (0,) * n
+    def chunks(self, n_groups, target):
+        """Chunks per group: about `target` programs in all (one chunk per group when interpreting)."""
+        if _interpreting():
+            return 1
+        if not self.map:
+            largest = self.n_win // n_groups
+        elif self.shifted:  # kinds: interior, last column, last row, corner
+            largest = self.batch * max(a * b for a in (self.n_wh - 1, 1) for b in (self.n_ww - 1, 1))
+        else:
+            largest = self.batch * self.n_wh * self.n_ww
+        return max(1, min(largest, target // (n_groups * self.heads)))
+
+
+def _off64(*tensors) -> bool:
+    """True when some tensor spans 2**31 elements or more within one image/window (dims 1..)."""
+    for t in tensors:
+        if t is not None and t.dim() > 1:
+            if sum((n - 1) * s for n, s in zip(t.shape[1:], t.stride()[1:])) >= _INT32_SPAN:
+                return True
+    return False
+
+
+def _dense_bias(geo, table, qkv):
+    """[kinds, heads, NP, NP] fp32 log2(e) * (bias + shift mask), -inf at keys >= N; None if neither."""
+    if table is None and not geo.shifted:
+        return None
+    kinds = 4 if geo.shifted else 1
+    dense = _empty((kinds, geo.heads, geo.np, geo.np), qkv, torch.float32)
+    _launch(_window_attention_dense_bias_kernel, (kinds * geo.heads, geo.np // _DENSE_I_BLOCK),
+            table if table is not None else dense, dense, geo.N, geo.SH, geo.SW, geo.heads,
+            *(table.stride() if table is not None else (0, 0)),
+            WH=geo.wh, WW=geo.ww, NP=geo.np, HAS_TABLE=table is not None, SHIFTED=geo.shifted,
+            BLOCK_I=_DENSE_I_BLOCK, num_warps=4)
+    return dense
+
+
+def _mask_strides(mask):
+    return tuple(mask.stride()) if mask is not None else (0, 0, 0)
+
+
+def _flags(geo, qkv, dense, mask, qkv_bias, off64):
+    return dict(HEAD_DIM=geo.d, D_PAD=geo.d_pad, NP=geo.np, WH=geo.wh, WW=geo.ww, MAP=geo.map, SHIFTED=geo.shifted,
+                PADDED=geo.padded, HAS_DENSE=dense is not None, HAS_MASK=mask is not None,
+                HAS_PAD=qkv_bias is not None and geo.padded, OFF64=off64, IEEE=qkv.dtype == torch.float32)
 
 
 def window_attention_fwd_triton(geo, qkv, table, qkv_bias, mask, scale):
-    """Forward for any mode. Returns (out [*pos, heads*d] contiguous, lse2 [windows, heads, N] fp32)."""
+    """Forward for any mode. Returns (out [*pos, heads*d] contiguous, lse2 [windows, heads, N] fp32).
+
+    lse2 is the base-2 logsumexp of each query's logits (+inf for a row whose logits are all -inf).
+    """
     out = _empty(geo.pos_shape + (geo.C,), qkv)
     lse = _empty((geo.n_win, geo.heads, geo.N), qkv, torch.float32)
-    n_mask = mask.shape[0] if mask is not None else 1
-    grid = lambda META: (geo.n_win, geo.heads, triton.cdiv(geo.N, META["BLOCK_M"]))  # noqa: E731
+    if out.numel() == 0:
+        return out, lse
+    dense = _dense_bias(geo, table, qkv)
+    n_groups = geo.groups(mask)
+    cpk = geo.chunks(n_groups, _FWD_PROGRAMS)
+    off64 = _off64(qkv, out, mask)
+    grid = lambda META: (n_groups * cpk * triton.cdiv(geo.N, META["BLOCK_M"]) * geo.heads,)  # noqa: E731
     _launch(_window_attention_fwd_kernel, grid,
-        qkv, qkv_bias if qkv_bias is not None else qkv, table if table is not None else qkv,
+        qkv, qkv_bias if qkv_bias is not None else qkv, dense if dense is not None else lse,
         mask if mask is not None else qkv, out, lse,
-        *geo.ints(), n_mask, geo.heads,
-        *geo.pos_strides(qkv), *geo.pos_strides(out, channel=False),
-        *_opt_strides(table, 2), *_opt_strides(mask, 3), scale,
-        HEAD_DIM=geo.d, WH=geo.wh, WW=geo.ww, MAP=geo.map, SHIFTED=geo.shifted, HAS_BIAS=table is not None,
-        HAS_PAD=qkv_bias is not None, HAS_MASK=mask is not None, IEEE=qkv.dtype == torch.float32,
+        *geo.ints(n_groups, cpk),
+        *geo.pos_strides(qkv), qkv_bias.stride(0) if qkv_bias is not None else 0,
+        *geo.pos_strides(out, channel=False), *_mask_strides(mask), scale * LOG2E,
+        **_flags(geo, qkv, dense, mask, qkv_bias, off64),
     )
     return out, lse
 
 
 def window_attention_bwd_triton(geo, dout, qkv, table, qkv_bias, mask, out, lse, scale,
-                                need_table_grad, need_bias_grad):
-    """Backward for any mode. Returns (dqkv like qkv's shape, dtable [T, heads] or [0], dbias [3C] or [0])."""
-    N, heads, d = geo.N, geo.heads, geo.d
+                                need_table_grad, need_bias_grad, need_mask_grad=False):
+    """Backward for any mode.
+
+    Returns (dqkv like qkv's shape, dtable [T, heads], dbias [3C], dmask like mask); a gradient that
+    is not needed (or whose input is None) comes back as an empty [0] tensor.
+    """
+    N, heads, np_ = geo.N, geo.heads, geo.np
+    if qkv.numel() == 0:  # nothing attends: zero gradients
+        return (torch.zeros_like(qkv),
+                torch.zeros_like(table) if need_table_grad and table is not None else qkv.new_zeros(0),
+                torch.zeros_like(qkv_bias) if need_bias_grad and qkv_bias is not None else qkv.new_zeros(0),
+                torch.zeros_like(mask) if need_mask_grad and mask is not None else qkv.new_zeros(0))
     dqkv = _empty(qkv.shape, qkv)
     delta = _empty((geo.n_win, heads, N), qkv, torch.float32)
-    n_mask = mask.shape[0] if mask is not None else 1
     table_grad = bool(need_table_grad and table is not None)
+    mask_grad = bool(need_mask_grad and mask is not None)
     pad_grad = bool(need_bias_grad and qkv_bias is not None and geo.padded)
-    np_ = _np2(N)
-    common = dict(HEAD_DIM=d, WH=geo.wh, WW=geo.ww, MAP=geo.map, SHIFTED=geo.shifted, HAS_BIAS=table is not None,
-                  HAS_PAD=qkv_bias is not None, HAS_MASK=mask is not None, IEEE=qkv.dtype == torch.float32)
-    args_tail = (*_opt_strides(table, 2), *_opt_strides(mask, 3), scale)
-    ptrs = (qkv, qkv_bias if qkv_bias is not None else qkv, table if table is not None else qkv,
+    bias_grad = table_grad or mask_grad
+    dense = _dense_bias(geo, table, qkv)
+    n_groups = geo.groups(mask)
+    off64 = _off64(qkv, out, dout, dqkv, mask)
+    flags = _flags(geo, qkv, dense, mask, qkv_bias, off64)
+    ptrs = (qkv, qkv_bias if qkv_bias is not None else qkv, dense if dense is not None else lse,
             mask if mask is not None else qkv)
+    pb_stride = qkv_bias.stride(0) if qkv_bias is not None else 0
+    tail = (*_mask_strides(mask), scale * LOG2E, scale)
 
-    # dq (+ delta, + bias partials). Windows keep all keys in one block so dS of every pair is in registers.
-    windowed = geo.map or table is not None or mask is not None
-    block_n = np_ if windowed else 64  # 64 keys per step for global attention (online over blocks)
-    if not table_grad:
-        wpp = 1  # no partials to bound: one window per program
-    elif _interpreting():
-        wpp = 2 if geo.n_win > 1 else 1  # exercise the multi-window loop; program count is moot here
-    else:  # fewer, longer programs keep the [chunks, heads, NP, NP] partials small
-        wpp = max(1, triton.cdiv(geo.n_win * heads * triton.cdiv(np_, 64), _DQ_TARGET_PROGRAMS))
-    n_chunks = triton.cdiv(geo.n_win, wpp)
-    dtab_part = _empty((n_chunks, heads, np_, block_n), qkv, torch.float32) if table_grad else qkv
-    rows = np_ if table_grad else N  # the bias partials cover all NP rows (NP is a multiple of BLOCK_M)
-    grid = lambda META: (n_chunks, heads, triton.cdiv(rows, META["BLOCK_M"]))  # noqa: E731
+    # dq (+ delta, + dS partials per group for the table / mask gradients)
+    cpk = geo.chunks(n_groups, _DQ_PROGRAMS if bias_grad else _FWD_PROGRAMS)
+    gpart = torch.zeros((n_groups, cpk, heads, np_, np_) if bias_grad else (1,), device=qkv.device,
+                        dtype=torch.float32)
+    grid = lambda META: (n_groups * cpk * triton.cdiv(N, META["BLOCK_M"]) * heads,)  # noqa: E731
     _launch(_window_attention_bwd_dq_kernel, grid,
-        *ptrs, out, dout, lse, delta, dqkv, dtab_part,
-        *geo.ints(), n_mask, heads, geo.n_win, wpp,
-        *geo.pos_strides(qkv), *geo.pos_strides(out, channel=False), *geo.pos_strides(dout),
-        *geo.pos_strides(dqkv, channel=False), *args_tail,
-        BIAS_GRAD=table_grad, BLOCK_N=block_n, **common,
+        *ptrs, out, dout, lse, delta, dqkv, gpart,
+        *geo.ints(n_groups, cpk),
+        *geo.pos_strides(qkv), pb_stride, *geo.pos_strides(out, channel=False), *geo.pos_strides(dout),
+        *geo.pos_strides(dqkv, channel=False), *tail,
+        BIAS_GRAD=bias_grad, **flags,
     )
 
     # dk, dv (+ padding-token partials for the qkv_bias gradient)
-    max_kb = triton.cdiv(N, 16)  # smallest BLOCK_N any config uses
-    dpad_part = torch.zeros((geo.n_win, max_kb, heads, 2, d), device=qkv.device, dtype=torch.float32) \
-        if pad_grad else qkv
-    grid = lambda META: (geo.n_win, heads, triton.cdiv(N, META["BLOCK_N"]))  # noqa: E731
+    cpk = geo.chunks(n_groups, _FWD_PROGRAMS)
+    max_kb = triton.cdiv(np_, 16)  # smallest BLOCK_N any config uses
+    dpad_part = torch.zeros((geo.n_win, max_kb, heads, 2, geo.d_pad), device=qkv.device, dtype=torch.float32) \
+        if pad_grad else lse
+    grid = lambda META: (n_groups * cpk * triton.cdiv(N, META["BLOCK_N"]) * heads,)  # noqa: E731
     _launch(_window_attention_bwd_dkdv_kernel, grid,
         *ptrs, dout, lse, delta, dqkv, dpad_part,
-        *geo.ints(), n_mask, heads, max_kb,
-        *geo.pos_strides(qkv), *geo.pos_strides(dout), *geo.pos_strides(dqkv, channel=False), *args_tail,
-        PAD_GRAD=pad_grad, **common,
+        *geo.ints(n_groups, cpk), max_kb,
+        *geo.pos_strides(qkv), pb_stride, *geo.pos_strides(dout), *geo.pos_strides(dqkv, channel=False), *tail,
+        PAD_GRAD=pad_grad, **flags,
     )
 
+    g = gpart.sum(1) if bias_grad else None  # [groups, heads, NP, NP]; torch reductions have a fixed order
     if table_grad:
-        g = dtab_part.sum(0)  # [heads, NP, NP]; torch reductions have a fixed order
         T = table.shape[0]
         dtable = _empty(tuple(table.shape), table)
-        _launch(_window_attention_bias_grad_kernel, (triton.cdiv(T, _BIAS_T_BLOCK), heads),
-            g, dtable, T, N, heads, np_, dtable.stride(0), dtable.stride(1),
+        _launch(_window_attention_table_grad_kernel, (triton.cdiv(T, _BIAS_T_BLOCK), heads),
+            g.sum(0), dtable, T, N, heads, np_, dtable.stride(0), dtable.stride(1),
             WH=geo.wh, WW=geo.ww, BLOCK_I=_BIAS_I_BLOCK, BLOCK_T=_BIAS_T_BLOCK, num_warps=4,
         )
     else:
         dtable = qkv.new_zeros(0)
+    if mask_grad:  # group k is mask window k: sum over heads
+        dmask = g[:, :, :N, :N].sum(1).to(mask.dtype)
+    else:
+        dmask = qkv.new_zeros(0)
     if need_bias_grad and qkv_bias is not None:
         if pad_grad:
-            kv = dpad_part.sum((0, 1)).permute(1, 0, 2).reshape(2 * geo.C)  # [2, heads, d] -> k part, v part
+            kv = dpad_part.sum((0, 1))[..., :geo.d].permute(1, 0, 2).reshape(2 * geo.C)  # [2, heads, d]: k, v
             dbias = torch.cat([kv.new_zeros(geo.C), kv]).to(qkv_bias.dtype)  # padded queries get no gradient
         else:
             dbias = qkv_bias.new_zeros(qkv_bias.shape)
     else:
         dbias = qkv.new_zeros(0)
-    return dqkv, dtable, dbias
+    return dqkv, dtable, dbias, dmask
