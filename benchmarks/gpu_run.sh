@@ -6,10 +6,10 @@
 # Steps (default: all, in this order; each is short enough for a 10-minute device call):
 #   build     build fastwin._C with CUDA in place (setup.py), then check the JIT path loads
 #   test      the whole test suite on the GPU (triton and cuda backends included)
-#   sanitize  compute-sanitizer memcheck + racecheck on the CUDA kernels at a few shapes
+#   sanitize  compute-sanitizer memcheck / racecheck / synccheck / initcheck on the CUDA attention kernels
 #   bench     pytest benchmarks --benchmark-only (full shapes), JSON named by device and date
 # Afterwards copy OUTDIR/*.json into benchmarks/results/ and run
-#   python benchmarks/make_table.py benchmarks/results/*.json   (updates the README table)
+#   python benchmarks/make_table.py --write-readme benchmarks/results/*.json   (updates the README tables)
 set -uo pipefail
 OUT=${1:?usage: gpu_run.sh OUTDIR [steps]}
 shift
@@ -28,16 +28,21 @@ for step in $STEPS; do
     build)
       python setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || status=1
       python -m fastwin info | tee "$OUT/info.txt"
-      python -c "import fastwin._extension as e; print(e.__name__, 'loaded')" >> "$OUT/info.txt" 2>&1
+      python -c "import fastwin.backend.extension as e; print(e.__name__, 'loaded')" >> "$OUT/info.txt" 2>&1
       ;;
     test)
       timeout 560 python -m pytest tests -q -x -p no:cacheprovider --junitxml="$OUT/tests.xml" > "$OUT/tests.log" 2>&1 || status=1
       tail -5 "$OUT/tests.log"
       ;;
     sanitize)
-      for tool in memcheck racecheck; do
-        timeout 250 compute-sanitizer --tool $tool --error-exitcode 9 \
-          python -m pytest tests/test_backend_edge_cases.py -q -k "cuda" -p no:cacheprovider > "$OUT/sanitize-$tool.log" 2>&1 || status=1
+      # The CUDA attention kernels on small shapes that reach every path: resident and streaming
+      # modes, multi-group backward slots, padding (both orders), masks, a fully masked row, d = 128.
+      # memcheck: out-of-bounds / misaligned accesses; racecheck: shared-memory races (cp.async
+      # double buffering); synccheck: barrier misuse; initcheck: reads of never-written global memory.
+      SAN_K="(shifted_window_attention_modes and bfloat16) or fully_masked_row or (window_attention and streaming and random and bfloat16)"
+      for tool in memcheck racecheck synccheck initcheck; do
+        timeout 140 compute-sanitizer --tool $tool --error-exitcode 9 \
+          python -m pytest tests/test_cuda_attention.py -q -k "$SAN_K" -p no:cacheprovider > "$OUT/sanitize-$tool.log" 2>&1 || status=1
         tail -3 "$OUT/sanitize-$tool.log"
       done
       ;;

@@ -39,14 +39,18 @@ def swin_cases(size_set: str) -> List[WindowCase]:
             WindowCase("swin_t-s1-small", 2, 28, 28, 3, 32, 7, 3),
             WindowCase("swin_t-s3-small", 2, 14, 14, 12, 32, 7, 3),
         ]
+    # Full shapes: every Swin-T stage at 224 (SPEC §8 targets), and stage 1 of Swin-B at 224 and 384
+    # (window 12). Swin-S has Swin-T's stage shapes. One GPU bench step must fit in ~10 minutes, and
+    # each case compiles its torch.compile and FlexAttention baselines.
     cases = []
-    for model, (embed, heads) in SWIN.items():
-        for img, window, batch in ((224, 7, 128), (384, 12, 32)):
-            for s in range(4):
-                hw = img // 4 // 2**s
-                win = min(window, hw)
-                shift = 0 if hw <= window else window // 2
-                cases.append(WindowCase(f"{model}-{img}-s{s + 1}", batch, hw, hw, heads[s], embed // heads[0], win, shift))
+    for model, img, stages in (("swin_t", 224, (1, 2, 3, 4)), ("swin_b", 224, (1,)), ("swin_b", 384, (1,))):
+        embed, heads = SWIN[model]
+        window, batch = (7, 128) if img == 224 else (12, 32)
+        for s in stages:
+            hw = img // 4 // 2 ** (s - 1)
+            win = min(window, hw)
+            shift = 0 if hw <= window else window // 2
+            cases.append(WindowCase(f"{model}-{img}-s{s}", batch, hw, hw, heads[s - 1], embed // heads[0], win, shift))
     return cases
 
 
@@ -96,13 +100,21 @@ def conv_cases(size_set: str) -> List[ConvCase]:
     ]
 
 
-MODELS_SMALL = [("swin_tiny_patch4_window7_224", 2, 112), ("uniformer_small", 2, 112), ("deit_small_patch16_224", 2, 112)]
-MODELS_FULL = [
-    ("swin_tiny_patch4_window7_224", 256, 224),
-    ("swin_small_patch4_window7_224", 128, 224),
-    ("swin_base_patch4_window7_224", 128, 224),
-    ("uniformer_small", 256, 224),
-    ("uniformer_base", 128, 224),
-    ("vit_small_patch16_224", 256, 224),
-    ("deit_small_patch16_224", 256, 224),
+# (model, batch, image size, mode). CPU: the SPEC §8 / issue #15 target cases (batch 8 at 224,
+# inference) and small training steps; GPU: the SPEC §8 shapes.
+MODELS_SMALL = [
+    ("swin_tiny_patch4_window7_224", 8, 224, "infer"),
+    ("uniformer_small", 8, 224, "infer"),
+    ("deit_small_patch16_224", 8, 224, "infer"),
+    ("swin_tiny_patch4_window7_224", 2, 112, "train"),
+    ("uniformer_small", 2, 112, "train"),
+]
+MODELS_FULL = [  # SPEC §8: Swin-T and UniFormer-S inference and training; the larger models, inference
+    ("swin_tiny_patch4_window7_224", 256, 224, "infer"),
+    ("swin_tiny_patch4_window7_224", 256, 224, "train"),
+    ("uniformer_small", 256, 224, "infer"),
+    ("uniformer_small", 256, 224, "train"),
+    ("swin_base_patch4_window7_224", 128, 224, "infer"),
+    ("uniformer_base", 128, 224, "infer"),
+    ("deit_small_patch16_224", 256, 224, "infer"),
 ]

@@ -1,22 +1,34 @@
-"""Timing helpers shared by `fastwin bench` and the pytest-benchmark suites in benchmarks/.
+"""Timing for `fastwin bench` and the pytest-benchmark suites in benchmarks/.
 
-GPU timings synchronize and use CUDA events; every measurement warms up first (compilation,
-autotuning, allocator) and rotates through several input buffers so caches don't flatter small shapes.
+Speedups are measured as **interleaved rounds**: every implementation runs once per round, in an
+order rotated from round to round, so slow drifts of a shared or throttling machine hit all of them
+alike; a speedup is reported as the min / median / max of its per-round ratios, never as a ratio of
+two medians taken minutes apart. Each sample repeats the call until it lasts `min_sample_s` (timer
+resolution, Python overhead); inputs rotate between calls so caches don't flatter small shapes. GPU
+samples are timed with CUDA events after a warm-up (compilation, autotuning, allocator).
+
+Uses only the public API (`fastwin.set_backend`, `fastwin.backends`, `fastwin.create_model`).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
+import math
 import statistics
 import sys
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from . import dispatch
-
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
+
+BACKENDS = ("reference", "triton", "cuda", "cpp")  # SPEC §3
+# Fast backends that run on each device type (the others are skipped there, not failed).
+DEVICE_BACKENDS = {"cuda": ("triton", "cuda"), "cpu": ("cpp",)}
+# Everything `fastwin bench --backend` understands; `+compile` is torch.compile of that runner.
+RUNNERS = ("reference", "reference+compile", "auto", "triton", "cuda", "cpp", "timm", "timm+compile")
 
 
 def synchronize(device: torch.device) -> None:
@@ -24,29 +36,120 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _sample(fn: Callable[[int], object], start: int, inner: int, device: torch.device, clock: str = "wall") -> float:
+    """Seconds per call of fn(start), fn(start + 1), ... (`inner` calls).
+
+    clock "wall": elapsed time (CUDA events on a GPU); "cpu": CPU time of this process, which other
+    jobs on a shared machine cannot inflate (meaningful with one thread: spinning OpenMP workers
+    count too).
+    """
+    if clock == "cpu":
+        t0 = time.process_time()
+        for j in range(inner):
+            fn(start + j)
+        synchronize(device)
+        return (time.process_time() - t0) / inner
+    if device.type == "cuda":
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for j in range(inner):
+            fn(start + j)
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1e3 / inner
+    t0 = time.perf_counter()
+    for j in range(inner):
+        fn(start + j)
+    return (time.perf_counter() - t0) / inner
+
+
 def time_fn(fn: Callable[[int], object], device: torch.device, warmup: int = 2, iters: int = 5,
             min_time: float = 0.0) -> List[float]:
-    """Seconds per call of `fn(i)` (i rotates inputs), after `warmup` untimed calls."""
+    """Seconds per call of `fn(i)` (i rotates inputs), after `warmup` untimed calls; one implementation."""
     for i in range(warmup):
         fn(i)
     synchronize(device)
-    times = []
-    i = 0
-    start_all = time.perf_counter()
-    while i < iters or (time.perf_counter() - start_all) < min_time:
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn(i)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn(i)
-            times.append(time.perf_counter() - t0)
+    times, i, t_end = [], 0, time.perf_counter() + min_time
+    while i < iters or time.perf_counter() < t_end:
+        times.append(_sample(fn, i, 1, device))
         i += 1
     return times
+
+
+@dataclasses.dataclass
+class Measurement:
+    """Per-round seconds per call of one implementation (or why it could not run)."""
+
+    name: str
+    times: List[float] = dataclasses.field(default_factory=list)
+    inner: int = 1
+    peak_bytes: Optional[int] = None
+    error: Optional[str] = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else float("nan")
+
+
+def interleaved(steps: Mapping[str, Callable[[int], object]], device: torch.device, rounds: int = 5,
+                warmup: int = 1, min_sample_s: float = 0.0, max_inner: int = 1000,
+                progress: Optional["Progress"] = None, clock: str = "wall") -> Dict[str, Measurement]:
+    """Time every `steps[name](i)` in `rounds` interleaved rounds.
+
+    Each implementation first runs `warmup` untimed calls (on CUDA its peak memory is recorded
+    there); one that raises is reported with its error and left out of the rounds. Each round then
+    takes one sample of every implementation, in the order rotated by the round number; a sample is
+    the mean of `inner` calls, `inner` chosen once per implementation so a sample lasts about
+    `min_sample_s`.
+    """
+    out = {name: Measurement(name) for name in steps}
+    live = []
+    for name, fn in steps.items():
+        if progress:
+            progress.start(f"warm-up {name}" + (" (compiling)" if "compile" in name else ""))
+        try:
+            with peak_memory(device) as mem:
+                for i in range(max(warmup, 1)):
+                    fn(i)
+                synchronize(device)
+            out[name].peak_bytes = mem["bytes"]
+            one = _sample(fn, 0, 1, device, clock)
+            out[name].inner = max(1, min(max_inner, math.ceil(min_sample_s / max(one, 1e-9))))
+            live.append(name)
+        except Exception as exc:  # report it, keep timing the others
+            out[name].error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        if progress:
+            progress.done()
+    counter = 0
+    for r in range(rounds):
+        if progress:
+            progress.start(f"round {r + 1}/{rounds}")
+        k = r % max(len(live), 1)
+        for name in live[k:] + live[:k]:
+            m = out[name]
+            m.times.append(_sample(steps[name], counter, m.inner, device, clock))
+            counter += m.inner
+        if progress:
+            progress.done()
+    return out
+
+
+def ratio_spread(base: Sequence[float], other: Sequence[float]) -> Tuple[float, float, float]:
+    """(min, median, max) of the per-round speedups base[r] / other[r]; NaNs when either is missing."""
+    ratios = sorted(b / o for b, o in zip(base, other) if o > 0)
+    if not ratios:
+        return (float("nan"),) * 3
+    return ratios[0], statistics.median(ratios), ratios[-1]
+
+
+def format_spread(spread: Tuple[float, float, float]) -> str:
+    lo, med, hi = spread
+    if med != med:
+        return "-"
+    return f"{med:.2f}x [{lo:.2f}-{hi:.2f}]"
 
 
 @contextlib.contextmanager
@@ -64,49 +167,55 @@ def peak_memory(device: torch.device):
         yield out
 
 
-@dataclasses.dataclass
-class Result:
-    name: str           # "reference", "reference+compile", "cpp", ...
-    seconds: float      # median seconds per step
-    images_per_s: float
-    peak_bytes: Optional[int] = None
-    error: Optional[str] = None
-
-
 class Progress:
-    """A dependency-free progress line (uses tqdm when installed)."""
+    """A progress line on stderr that names the step now running.
 
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.enabled = enabled
+    On a terminal the line is redrawn in place; anywhere else (CI logs, pipes) each step is one plain
+    line, so logs get no carriage returns. `start(what)` announces a step, `done()` counts it.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, stream=None):
         self.total, self.n, self.desc = total, 0, desc
-        try:
-            from tqdm import tqdm
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._width = 0
 
-            self._bar = tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr)
-        except ImportError:
-            self._bar = None
-            self._draw("")
+    def _bar(self) -> str:
+        width = 24
+        filled = int(width * self.n / max(self.total, 1))
+        return f"[{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total}"
 
-    def _draw(self, what):
-        if self.enabled:
-            width = 24
-            filled = int(width * self.n / max(self.total, 1))
-            sys.stderr.write(f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} {what:<40}")
-            sys.stderr.flush()
-
-    def update(self, what: str = ""):
-        self.n += 1
-        if self._bar is not None:
-            self._bar.set_postfix_str(what)
-            self._bar.update(1)
+    def start(self, what: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            line = f"{self.desc} {self._bar()} {what} ..."
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
         else:
-            self._draw(what)
+            self.stream.write(f"{self.desc}: [{self.n + 1}/{self.total}] {what} ...\n")
+        self.stream.flush()
 
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
+    def done(self) -> None:
+        self.n += 1
+
+    def update(self, what: str = "") -> None:
+        """Count one finished step `what` (for callers that only report completions)."""
+        self.done()
+        if self.enabled and self.tty:
+            line = f"{self.desc} {self._bar()} done: {what}"
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+            self.stream.flush()
         elif self.enabled:
-            sys.stderr.write("\n")
+            self.stream.write(f"{self.desc}: [{self.n}/{self.total}] done: {what}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def model_step(model: torch.nn.Module, images: Sequence[torch.Tensor], train: bool, dtype: torch.dtype):
@@ -131,69 +240,160 @@ def model_step(model: torch.nn.Module, images: Sequence[torch.Tensor], train: bo
     return step
 
 
-def candidates(device: torch.device, compile_reference: bool = True) -> List[str]:
-    """What to compare on `device`: the reference, optionally compiled, then every fast backend there."""
-    names = ["reference"]
-    if compile_reference:
-        names.append("reference+compile")
-    table = dispatch.backends()
-    for name in dispatch.auto_order(device.type, "shifted_window_attention"):
-        if name != "reference" and table[name]:
-            names.append(name)
+def import_timm():
+    """The timm module, or None with the reason (timm is optional and never a fastwin dependency)."""
+    try:
+        import timm
+    except Exception as exc:  # ImportError, or timm's own imports (torchvision) failing
+        return None, f"timm is not importable ({type(exc).__name__}: {exc})"
+    return timm, None
+
+
+def candidates(device: torch.device, compile_reference: bool = True, with_timm: bool = True) -> List[str]:
+    """What to compare on `device`, in table order: reference (+compile), auto, each fast backend, timm."""
+    import fastwin
+
+    names = ["reference"] + (["reference+compile"] if compile_reference else []) + ["auto"]
+    table = fastwin.backends()
+    names += [b for b in DEVICE_BACKENDS.get(device.type, ()) if table.get(b)]
+    if with_timm:
+        names.append("timm")
     return names
 
 
+def suggest_models(name: str, n: int = 5) -> List[str]:
+    """Registered models close to `name`: glob matches of name* / *name*, then difflib's close matches."""
+    import fastwin
+
+    found = fastwin.list_models(f"{name}*") + fastwin.list_models(f"*{name}*")
+    found += difflib.get_close_matches(name, fastwin.list_models(), n=n, cutoff=0.5)
+    return list(dict.fromkeys(found))[:n]
+
+
+@dataclasses.dataclass
+class Result:
+    name: str                      # "reference", "reference+compile", "auto", "cpp", "timm", ...
+    times: List[float]             # per-round seconds per step (interleaved rounds)
+    batch: int = 1
+    peak_bytes: Optional[int] = None
+    error: Optional[str] = None    # why it did not run ("skipped: ..." for a reason, not a failure)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times) if self.times else float("nan")
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / self.seconds if self.times else float("nan")
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None and not self.error.startswith("skipped")
+
+
+def _build_runner(name: str, model_name: str, model: torch.nn.Module, img_size, train: bool, device):
+    """(module, backend) for runner `name`; raises RuntimeError('skipped: ...') when it cannot exist here."""
+    base = name.split("+")[0]
+    if base == "timm":
+        timm, why = import_timm()
+        if timm is None:
+            raise RuntimeError(f"skipped: {why}")
+        if model_name not in timm.list_models():
+            raise RuntimeError(f"skipped: timm has no {model_name}")
+        kwargs = {} if img_size is None else {"img_size": img_size}
+        return timm.create_model(model_name, **kwargs).to(device).train(train), "reference"
+    return model, base
+
+
 def bench_model(model_name: str, batch: int, dtype: torch.dtype, train: bool, device: torch.device,
-                img_size: Optional[int] = None, names: Optional[Iterable[str]] = None, iters: int = 5,
-                warmup: int = 2, progress: bool = True) -> List[Result]:
-    """img/s (and peak memory on CUDA) of one model under each backend in `names`."""
-    from .models import create_model
+                img_size: Optional[int] = None, names: Optional[Sequence[str]] = None, rounds: int = 5,
+                warmup: int = 1, min_sample_s: float = 0.0, progress: bool = True, clock: str = "wall") -> List[Result]:
+    """Per-step time (and peak memory on CUDA) of one model under each runner in `names`, interleaved."""
+    import fastwin
 
     kwargs = {} if img_size is None else {"img_size": img_size}
-    model = create_model(model_name, **kwargs).to(device)
-    model.train(train)
+    model = fastwin.create_model(model_name, **kwargs).to(device).train(train)
     size = img_size or getattr(model, "img_size", 224)
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     images = [torch.randn(batch, 3, *size, device=device) for _ in range(3)]  # rotated inputs
     names = list(names or candidates(device))
-    bar = Progress(len(names), f"{model_name} b{batch} {'train' if train else 'infer'}", progress)
+    errors, steps = {}, {}
+    for name in names:
+        try:
+            module, backend = _build_runner(name, model_name, model, img_size, train, device)
+        except Exception as exc:
+            errors[name] = str(exc) if str(exc).startswith("skipped") else f"{type(exc).__name__}: {exc}"[:200]
+            continue
+        runner = torch.compile(module) if name.endswith("+compile") else module
+        inner = model_step(runner, images, train, dtype)
+
+        def step(i, inner=inner, backend=backend):
+            with fastwin.set_backend(backend):
+                inner(i)
+
+        steps[name] = step
+    bar = Progress(len(steps) + rounds, f"{model_name} b{batch} {'train' if train else 'infer'}", progress)
+    timed = interleaved(steps, device, rounds=rounds, warmup=warmup, min_sample_s=min_sample_s, progress=bar,
+                        clock=clock)
+    bar.close()
     results = []
     for name in names:
-        backend, compiled = name.split("+")[0], name.endswith("+compile")
-        try:
-            with dispatch.set_backend(backend):
-                runner = torch.compile(model) if compiled else model
-                step = model_step(runner, images, train, dtype)
-                with peak_memory(device) as mem:
-                    times = time_fn(step, device, warmup=warmup, iters=iters)
-            sec = statistics.median(times)
-            results.append(Result(name, sec, batch / sec, mem["bytes"]))
-        except Exception as exc:  # report, keep benchmarking the others
-            results.append(Result(name, float("nan"), float("nan"), error=f"{type(exc).__name__}: {exc}"[:200]))
-        bar.update(name)
-    bar.close()
+        if name in errors:
+            results.append(Result(name, [], batch, error=errors[name]))
+        else:
+            m = timed[name]
+            results.append(Result(name, m.times, batch, m.peak_bytes, m.error))
     return results
 
 
 def format_table(results: List[Result], title: str) -> str:
-    base = next((r for r in results if r.name == "reference" and r.error is None), None)
-    rows = [("backend", "ms/step", "img/s", "vs reference", "peak MiB")]
+    """Median ms/step with its min-max, img/s, and per-round speedups over the reference and timm."""
+    ok = {r.name: r for r in results if r.times}
+    bases = [b for b in ("reference", "timm") if b in ok]
+    header = ["backend", "ms/step", "min-max ms", "img/s"] + [f"vs {b}" for b in bases] + ["peak MiB"]
+    rows, notes = [header], {}
     for r in results:
-        if r.error:
-            rows.append((r.name, "failed", r.error, "", ""))
+        if not r.times:
+            notes[len(rows)] = r.error or "no result"
+            rows.append([r.name] + [""] * (len(header) - 1))
             continue
-        speed = f"{base.seconds / r.seconds:.2f}x" if base else "-"
-        mem = f"{r.peak_bytes / 2**20:.0f}" if r.peak_bytes is not None else "-"
-        rows.append((r.name, f"{r.seconds * 1e3:.1f}", f"{r.images_per_s:.1f}", speed, mem))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
-    lines = [title, "  ".join(str(c).ljust(w) for c, w in zip(rows[0], widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows[1:]]
+        rows.append([r.name, f"{r.seconds * 1e3:.1f}", f"{min(r.times) * 1e3:.1f}-{max(r.times) * 1e3:.1f}",
+                     f"{r.images_per_s:.1f}"]
+                    + [format_spread(ratio_spread(ok[b].times, r.times)) if b != r.name else "1" for b in bases]
+                    + [f"{r.peak_bytes / 2**20:.0f}" if r.peak_bytes is not None else "-"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [title]
+    for i, row in enumerate(rows):
+        if i in notes:  # skipped or failed: the reason instead of numbers
+            lines.append(row[0].ljust(widths[0]) + "  " + notes[i])
+        else:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    rounds = max((len(r.times) for r in results), default=0)
+    lines.append(f"({rounds} interleaved rounds; speedup = median of the per-round ratios [min-max])")
     return "\n".join(lines)
 
 
+def plot_series(results: Dict[str, List[Result]]):
+    """What `plot` draws: (cases, runners in table order, {runner: [(median, low, high) per case]})."""
+    cases = list(results)
+    names: List[str] = []
+    for rs in results.values():
+        names += [r.name for r in rs if r.times and r.name not in names]
+    series = {}
+    for name in names:
+        row = []
+        for case in cases:
+            by = {r.name: r for r in results[case] if r.times}
+            row.append(ratio_spread(by["reference"].times, by[name].times) if "reference" in by and name in by
+                       else (float("nan"),) * 3)
+        series[name] = row
+    return cases, names, series
+
+
 def plot(results: Dict[str, List[Result]], path: str) -> None:
-    """Bar chart of speedup over the reference per case and backend (needs matplotlib)."""
+    """Bar chart of per-round speedups over the reference, bars in table order, whiskers min-max."""
     try:
         import matplotlib
 
@@ -201,25 +401,25 @@ def plot(results: Dict[str, List[Result]], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise RuntimeError("--plot needs matplotlib: pip install 'fastwin[plot]'") from exc
-    cases = list(results)
-    names = sorted({r.name for rs in results.values() for r in rs if r.error is None},
-                   key=lambda n: (n != "reference", n))
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(cases) * max(len(names), 1) / 2), 4))
+    cases, names, series = plot_series(results)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(cases) * max(len(names), 1)), 4.5))
     width = 0.8 / max(len(names), 1)
     for j, name in enumerate(names):
-        ys = []
-        for case in cases:
-            base = next((r for r in results[case] if r.name == "reference" and r.error is None), None)
-            r = next((r for r in results[case] if r.name == name and r.error is None), None)
-            ys.append(base.seconds / r.seconds if base and r else 0.0)
+        med = [m if m == m else 0.0 for _, m, _ in series[name]]
+        err = [[m - lo if m == m else 0.0 for lo, m, _ in series[name]],
+               [hi - m if m == m else 0.0 for _, m, hi in series[name]]]
         xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(cases))]
-        bars = ax.bar(xs, ys, width, label=name)
-        ax.bar_label(bars, fmt="%.2fx", fontsize=8)
+        ax.bar(xs, med, width, yerr=err, capsize=3, label=name)
+        for x, m, up in zip(xs, med, err[1]):  # above the whisker, not across it
+            if m:
+                ax.annotate(f"{m:.2f}x", (x, m + up), xytext=(0, 2), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=8)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(cases)), cases)
-    ax.set_ylabel("speedup over reference eager (higher is better)")
+    ax.set_ylabel("speedup over reference eager\n(median of interleaved rounds, whiskers min-max)")
     ax.set_title("fastwin: throughput relative to the pure-PyTorch reference")
-    ax.legend()
+    ax.margins(y=0.15)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the bars, never over them
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 
 import torch
 
-from . import __version__, bench, dispatch
+from . import __version__, backends, bench, list_models
 
 
 def _device(name):
@@ -30,9 +31,9 @@ def cmd_info(args) -> int:
         print(f"device: {p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}")
     else:
         print(f"device: CPU only ({torch.get_num_threads()} threads)")
-    table = dispatch.backends()
-    print(f"backend choice: {dispatch.get_backend()}")
-    for name in dispatch.BACKENDS:
+    table = backends()
+    print(f"backend choice: {os.environ.get('FASTWIN_BACKEND') or 'auto'} (FASTWIN_BACKEND or fastwin.set_backend)")
+    for name in table:
         print(f"  {name:<10} {'available' if table[name] else 'unavailable: ' + table.reasons[name]}")
     return 0
 
@@ -41,13 +42,13 @@ def cmd_check(args) -> int:
     from .check import count_checks, format_rows, run_checks
 
     device = _device(args.device)
-    table = dispatch.backends()
-    names = args.backend or [n for n in dispatch.BACKENDS if table[n]]
+    table = backends()
+    names = args.backend or [n for n in table if table[n]]
     bar = bench.Progress(count_checks(device, names), "checking", enabled=not args.quiet)
     rows = run_checks(device, names, progress=lambda what: bar.update(what))
     bar.close()
     print(format_rows(rows))
-    bad = [r for r in rows if r.status == "MISMATCH" or r.status.startswith("error")]
+    bad = [r for r in rows if r.failed]
     fast = {r.backend for r in rows if r.backend != "reference" and r.status == "ok"}
     if not fast:
         print("\nno fast backend ran here (see `fastwin info`); only the reference was checked")
@@ -56,22 +57,23 @@ def cmd_check(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = _device(args.device)
     model = args.model or "swin_tiny_patch4_window7_224"
     batch = args.batch or (64 if device.type == "cuda" else 2)
     dtype = bench.DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    names = bench.candidates(device, compile_reference=not args.no_compile)
-    if args.backend:
-        names = args.backend
+    names = args.backend or bench.candidates(device, compile_reference=not args.no_compile)
     title = (f"{model}, batch {batch}, {str(dtype)[6:]}, {'training step' if args.train else 'inference'}, "
-             f"{device.type}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+             f"{device.type}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+             + f", {torch.get_num_threads()} threads, {args.clock} time")
     results = bench.bench_model(model, batch, dtype, args.train, device, img_size=args.img_size, names=names,
-                                iters=args.iters, warmup=args.warmup, progress=not args.quiet)
+                                rounds=args.iters, warmup=args.warmup, progress=not args.quiet, clock=args.clock)
     print(bench.format_table(results, title))
     if args.plot:
         bench.plot({f"{model}\nb{batch} {'train' if args.train else 'infer'}": results}, args.plot)
         print(f"plot written to {args.plot}")
-    return 0 if all(r.error is None for r in results) else 1
+    return 1 if any(r.failed for r in results) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="versions, device, which backends work and why the others don't")
     c = sub.add_parser("check", help="compare every available backend with the reference, fwd and bwd")
     c.add_argument("--device", help="cpu or cuda (default: cuda if present)")
-    c.add_argument("--backend", action="append", choices=dispatch.BACKENDS, help="only these backends")
+    c.add_argument("--backend", action="append", choices=bench.BACKENDS, help="only these backends")
     c.add_argument("--quiet", action="store_true")
     b = sub.add_parser("bench", help="img/s and memory of the reference vs the fused backends")
     b.add_argument("--model", help="model name (see fastwin.list_models()); default swin_tiny_patch4_window7_224")
@@ -88,18 +90,50 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", choices=sorted(bench.DTYPES), help="default fp32 on CPU, bf16 (autocast) on GPU")
     b.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
     b.add_argument("--train", action="store_true", help="time a training step instead of inference")
-    b.add_argument("--backend", action="append", help="only these (e.g. reference, reference+compile, cpp)")
+    b.add_argument("--backend", action="append", choices=bench.RUNNERS, metavar="RUNNER",
+                   help=f"only these, repeatable; one of {', '.join(bench.RUNNERS)} "
+                        "(timm needs timm installed; +compile is torch.compile)")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile(reference) baseline")
-    b.add_argument("--iters", type=int, default=5)
-    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--iters", type=_positive, default=5, help="interleaved timing rounds (default 5)")
+    b.add_argument("--warmup", type=_non_negative, default=1, help="untimed calls per runner first (default 1)")
     b.add_argument("--device", help="cpu or cuda (default: cuda if present)")
+    b.add_argument("--threads", type=_positive, help="CPU threads (torch.set_num_threads)")
+    b.add_argument("--clock", choices=tuple(bench.CLOCKS), default="wall",
+                   help="wall (default) or cpu: process CPU time, robust on a shared machine with --threads 1")
     b.add_argument("--plot", metavar="FILE.png", help="write a speedup bar chart (needs matplotlib)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.bench_parser = b  # for usage errors found after parsing (an unknown --model)
     return p
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _check_model(parser: argparse.ArgumentParser, name) -> None:
+    """An unknown --model is a usage error naming the closest registered models."""
+    if name is None or name.partition(".")[0] in list_models():
+        return
+    close = bench.suggest_models(name)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    parser.error(f"argument --model: unknown model {name!r}{hint} (all: fastwin.list_models())")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        _check_model(parser.bench_parser, args.model)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
 
 

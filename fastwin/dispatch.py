@@ -2,31 +2,43 @@
 
 A backend is a module in `fastwin.backend` with
     NAME: str
-    available() -> Optional[str]          None when usable on this machine, else why not
+    available() -> Optional[str]          None when usable on this machine, else why not (a query)
     supports(call: Call) -> Optional[str] None when it handles this call, else why not
     IMPLS: dict[op name, callable]        same signature as the `fastwin.reference` function
 
-`auto` walks a per-device priority list and takes the first backend that is available and supports
-the call; the reference supports everything, so a valid input never fails. An explicitly chosen
-backend that cannot take a call falls back to the reference with one warning per reason, or raises
-when the backend was set with `strict=True` (tests use that, so they never test the fallback by mistake).
+Every op call is described by a typed, hashable `Call` (`WindowAttentionCall`, `AttentionCall`,
+`ConvCall`). The backend that runs it is, in order: the op's `backend=` argument (modules pass
+theirs), else this thread's `set_backend` choice, else the process default (`FASTWIN_BACKEND` or
+`set_default_backend`). `auto` walks a per-device priority list and takes the first backend that is
+available and supports the call; the reference supports everything, so a valid input never fails.
+A named backend that cannot take a call falls back to the reference with one warning per reason, or
+raises when chosen with `strict=True` (tests use that, so they never test the fallback by mistake).
+While a model is being exported (`torch.onnx`, `torch.export`) every op runs the reference, whose
+plain torch ops every exporter understands.
+
+The choice is thread-local (a `threading.local`, which torch.compile guards on like any attribute).
+Threads that never call `set_backend` (e.g. autograd's CUDA worker threads recomputing checkpointed
+blocks) use the process default; `bind(fn)` carries the caller's choice into such a call.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
+import contextlib
+import functools
 import logging
 import os
+import threading
 import warnings
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
+
+from .backend import cpp_backend, cuda_backend, reference_backend, triton_backend
 
 log = logging.getLogger("fastwin.dispatch")
 
 BACKENDS = ("reference", "triton", "cuda", "cpp")
 CHOICES = ("auto",) + BACKENDS
-OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d", "dwconv_layernorm")
+OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d", "dwconv_layernorm", "linear_gelu")
 
 # Order `auto` tries per device type, optionally per (device type, op). Kept in one table so a
 # measurement changes one line. CPU: the cpp attention kernels measured 2.5-10x faster than the
@@ -46,49 +58,115 @@ def auto_order(device_type: str, op: str) -> Tuple[str, ...]:
     return AUTO_ORDER.get((device_type, op)) or AUTO_ORDER.get(device_type, ("reference",))
 
 
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """What a backend needs to know to accept or refuse one op call."""
+# --------------------------------------------------------------------------------------- call descriptors
+# Typed, immutable, hashable descriptions of one op call. NamedTuples rather than frozen dataclasses:
+# building one is on every op call's path, and a tuple builds ~5x faster. Every kind starts with the
+# four fields every backend reads: op, device_type, dtype, requires_grad (grad mode on and some
+# differentiable input requires grad).
+
+
+class WindowAttentionCall(NamedTuple):
+    """`shifted_window_attention` (a map, `has_qkv_bias`, shift, pad order) or `window_attention`
+    (given windows, `has_mask`)."""
 
     op: str
-    device: torch.device
+    device_type: str
     dtype: torch.dtype
     requires_grad: bool
-    params: Tuple[Tuple[str, object], ...] = ()
+    num_heads: int = 1
+    head_dim: int = 0
+    window_size: Tuple[int, int] = (1, 1)
+    shift_size: Tuple[int, int] = (0, 0)
+    pad_order: str = "roll_pad"
+    dropout_p: float = 0.0
+    has_table: bool = False
+    has_qkv_bias: bool = False
+    has_mask: bool = False
+    cosine: bool = False  # Swin V2 cosine attention (a per-head logit scale instead of `scale`)
 
-    def param(self, name, default=None):
-        return dict(self.params).get(name, default)
+
+class AttentionCall(NamedTuple):
+    """Global attention over `seq_len` tokens."""
+
+    op: str
+    device_type: str
+    dtype: torch.dtype
+    requires_grad: bool
+    num_heads: int = 1
+    head_dim: int = 0
+    seq_len: int = 0
+    dropout_p: float = 0.0
 
 
-class _State:
-    """The process-wide backend choice (a plain object so torch.compile can guard on it)."""
+class ConvCall(NamedTuple):
+    """`dwconv2d` and `dwconv_layernorm`."""
 
+    op: str
+    device_type: str
+    dtype: torch.dtype
+    requires_grad: bool
+    kernel_size: int = 3
+    channels: int = 0
+    layout: str = "NCHW"  # how x is indexed ("NCHW" or "NHWC"), not its memory format
+    channels_last: bool = False  # channels are the fastest-moving dimension in memory
+    residual: bool = False
+    has_bias: bool = False
+
+
+class LinearCall(NamedTuple):
+    """`linear_gelu`: x [..., in_features] @ weight^T + bias, then GELU."""
+
+    op: str
+    device_type: str
+    dtype: torch.dtype
+    requires_grad: bool
+    in_features: int = 0
+    out_features: int = 0
+    approximate: str = "none"
+    has_bias: bool = False
+
+
+Call = Union[WindowAttentionCall, AttentionCall, ConvCall, LinearCall]
+
+
+# ------------------------------------------------------------------------------------------- choice state
+
+class _Default:
+    """The process-wide default choice (FASTWIN_BACKEND, `set_default_backend`)."""
+
+    backend = "auto"
+    strict = False
+
+
+class _ThreadChoice(threading.local):
     def __init__(self):
-        self.backend = "auto"
+        self.backend: Optional[str] = None  # None: use the process default
         self.strict = False
-        self.modules: Dict[str, object] = {}
-        self.unavailable: Dict[str, Optional[str]] = {}
-        self.warned = set()
+        self.recorder: Optional[List[Tuple[str, str]]] = None
 
 
-_state = _State()
+_default = _Default()
+_tls = _ThreadChoice()
+_modules: Dict[str, object] = {m.NAME: m for m in (reference_backend, triton_backend, cuda_backend, cpp_backend)}
+_unavailable: Dict[str, Optional[str]] = {}
+_warned: set = set()
+_chosen: Dict[tuple, Tuple[str, Callable]] = {}  # memo of (choice, strict, call) -> backend; pure function
 
 
 def _module(name: str):
-    if name not in _state.modules:
-        _state.modules[name] = importlib.import_module(f"fastwin.backend.{name}_backend")
-    return _state.modules[name]
+    return _modules[name]
 
 
+@torch.compiler.assume_constant_result  # traced code takes the answer as a constant (it is one per process)
 def unavailable_reason(name: str) -> Optional[str]:
     """None if backend `name` works on this machine, else a sentence saying why not (cached)."""
-    if name not in _state.unavailable:
+    if name not in _unavailable:
         try:
             reason = _module(name).available()
         except Exception as exc:  # a broken optional dependency must not break fastwin
             reason = f"failed to import: {type(exc).__name__}: {exc}"
-        _state.unavailable[name] = reason
-    return _state.unavailable[name]
+        _unavailable[name] = reason
+    return _unavailable[name]
 
 
 class BackendTable(dict):
@@ -112,13 +190,28 @@ def backends() -> BackendTable:
     return BackendTable({k: v is None for k, v in reasons.items()}, {k: v for k, v in reasons.items() if v})
 
 
+def _check_choice(name: str) -> str:
+    if not isinstance(name, str) or name not in CHOICES:
+        raise ValueError(f"backend must be one of {CHOICES}, got {name!r}")
+    if name != "auto":
+        reason = unavailable_reason(name)
+        if reason is not None:
+            raise RuntimeError(f"fastwin backend {name!r} is unavailable: {reason}")
+    return name
+
+
 def get_backend() -> str:
-    """The current choice: "auto" or a backend name."""
-    return _state.backend
+    """This thread's choice: "auto" or a backend name."""
+    return _default.backend if _tls.backend is None else _tls.backend
+
+
+def _strict() -> bool:
+    return _default.strict if _tls.backend is None else _tls.strict
 
 
 class set_backend:
-    """Choose the backend for all fastwin ops; also a context manager that restores the previous one.
+    """Choose the backend for fastwin ops in this thread; also a context manager that restores the
+    previous choice.
 
     Args:
         name: "auto", "reference", "triton", "cuda" or "cpp".
@@ -126,25 +219,56 @@ class set_backend:
 
     Raises:
         ValueError: unknown name. RuntimeError: the backend is unavailable here (with the reason).
+
+    Other threads are unaffected; they use the process default (`set_default_backend`,
+    `FASTWIN_BACKEND`). Ops and modules also take `backend=` for a single call or module.
     """
 
     def __init__(self, name: str, strict: bool = False):
-        if not isinstance(name, str) or name not in CHOICES:
-            raise ValueError(f"backend must be one of {CHOICES}, got {name!r}")
-        if name != "auto":
-            reason = unavailable_reason(name)
-            if reason is not None:
-                raise RuntimeError(f"fastwin backend {name!r} is unavailable: {reason}")
-        self._prev = (_state.backend, _state.strict)
-        _state.backend, _state.strict = name, bool(strict)
+        _check_choice(name)
+        self._prev = (_tls.backend, _tls.strict)
+        _tls.backend, _tls.strict = name, bool(strict)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        _state.backend, _state.strict = self._prev
+        _tls.backend, _tls.strict = self._prev
         return False
 
+
+def set_default_backend(name: str, strict: bool = False) -> None:
+    """The process-wide default every thread uses until it calls `set_backend` (like FASTWIN_BACKEND)."""
+    _default.backend, _default.strict = _check_choice(name), bool(strict)
+
+
+def bind(fn: Callable) -> Callable:
+    """`fn` that runs with this thread's current backend choice in whatever thread calls it.
+
+    For work that autograd may replay in its own threads, such as checkpointed blocks on CUDA.
+    """
+    choice, strict = get_backend(), _strict()
+
+    @functools.wraps(fn)
+    def bound(*args, **kwargs):
+        with set_backend(choice, strict):
+            return fn(*args, **kwargs)
+
+    return bound
+
+
+@contextlib.contextmanager
+def record():
+    """Collect `(op, backend)` for every fastwin op this thread runs inside the block (tests, `fastwin check`)."""
+    prev = _tls.recorder
+    _tls.recorder = calls = []
+    try:
+        yield calls
+    finally:
+        _tls.recorder = prev
+
+
+# ---------------------------------------------------------------------------------------------- selection
 
 def why_not(name: str, call: Call) -> Optional[str]:
     """None if backend `name` is available and takes `call`, else the reason it does not."""
@@ -155,26 +279,73 @@ def why_not(name: str, call: Call) -> Optional[str]:
     return reason
 
 
-def select(call: Call) -> Tuple[str, Callable]:
-    """Pick the backend for `call` and return `(name, implementation)`."""
-    choice = _state.backend
+def _reference(call: Call) -> Tuple[str, Callable]:
+    return "reference", _module("reference").IMPLS[call.op]
+
+
+def _select(call: Call, choice: str, strict: bool) -> Tuple[str, Callable]:
     if choice == "auto":
-        for name in auto_order(call.device.type, call.op):
+        for name in auto_order(call.device_type, call.op):
             reason = why_not(name, call)
             if reason is None:
                 return name, _module(name).IMPLS[call.op]
             log.debug("auto: %s skipped for %s: %s", name, call.op, reason)
-        return "reference", _module("reference").IMPLS[call.op]
+        return _reference(call)
     reason = why_not(choice, call)
     if reason is None:
         return choice, _module(choice).IMPLS[call.op]
     message = f"fastwin backend {choice!r} cannot run {call.op} here ({reason})"
-    if _state.strict:
+    if strict:
         raise RuntimeError(message)
-    if (choice, call.op, reason) not in _state.warned:
-        _state.warned.add((choice, call.op, reason))
-        warnings.warn(message + "; using the reference implementation", RuntimeWarning, stacklevel=3)
-    return "reference", _module("reference").IMPLS[call.op]
+    if (choice, call.op, reason) not in _warned:
+        _warned.add((choice, call.op, reason))
+        warnings.warn(message + "; using the reference implementation", RuntimeWarning, stacklevel=4)
+    return _reference(call)
+
+
+def _onnx_export_probe() -> Callable[[], bool]:
+    """`torch.onnx.is_in_onnx_export` without its per-call imports (~1 us of an op's ~5 us overhead)."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+        return lambda: GLOBALS.in_onnx_export or _flags._is_onnx_exporting
+    except (ImportError, AttributeError):  # another torch layout: the public query
+        return torch.onnx.is_in_onnx_export
+
+
+_in_onnx_export = _onnx_export_probe()
+
+
+def _exporting() -> bool:
+    return _in_onnx_export() or torch.compiler.is_exporting()
+
+
+def select(call: Call, backend: Optional[str] = None) -> Tuple[str, Callable]:
+    """`(backend name, implementation)` for `call`; `backend` overrides this thread's choice."""
+    if backend is None:
+        choice, strict = get_backend(), _strict()
+    else:
+        choice, strict = _check_choice(backend), _strict()
+    if torch.compiler.is_compiling():  # traced once per guard set: public queries, no memo state
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+            return _reference(call)
+        return _select(call, choice, strict)
+    if _exporting():
+        return _reference(call)
+    key = (choice, strict, call)
+    hit = _chosen.get(key)
+    if hit is None:
+        hit = _chosen[key] = _select(call, choice, strict)
+    return hit
+
+
+def run(call: Call, backend: Optional[str], *args):
+    """Run `call` on the selected backend with the reference signature's `args`."""
+    name, impl = select(call, backend)
+    if _tls.recorder is not None:
+        _tls.recorder.append((call.op, name))
+    return impl(*args)
 
 
 def _env_default():
@@ -182,12 +353,12 @@ def _env_default():
     if not name:
         return
     if name not in CHOICES:
-        warnings.warn(f"FASTWIN_BACKEND={name!r} is not one of {CHOICES}; using 'auto'", RuntimeWarning)
+        warnings.warn(f"FASTWIN_BACKEND={name!r} is not one of {CHOICES}; using 'auto'", RuntimeWarning, stacklevel=2)
         return
     try:
-        set_backend(name)
+        set_default_backend(name)
     except RuntimeError as exc:
-        warnings.warn(f"FASTWIN_BACKEND: {exc}; using 'auto'", RuntimeWarning)
+        warnings.warn(f"FASTWIN_BACKEND: {exc}; using 'auto'", RuntimeWarning, stacklevel=2)
 
 
 _env_default()

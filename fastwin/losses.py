@@ -64,7 +64,8 @@ class DistillationLoss(nn.Module):
         with torch.no_grad():
             teacher = self.teacher_model(inputs)
         if teacher.shape != outputs_kd.shape:
-            raise ValueError(f"teacher logits {tuple(teacher.shape)} do not match dist logits {tuple(outputs_kd.shape)}")
+            raise ValueError(f"teacher logits {tuple(teacher.shape)} do not match "
+                             f"dist logits {tuple(outputs_kd.shape)}")
         if self.distillation_type == "soft":
             t = self.tau
             kl = F.kl_div(F.log_softmax(outputs_kd / t, dim=1), F.log_softmax(teacher / t, dim=1),

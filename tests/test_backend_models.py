@@ -1,7 +1,7 @@
 """Whole tiny models on each fast backend match the reference: forward and every parameter gradient.
 
 Triton runs under its CPU interpreter when there is no GPU; cpp runs where fastwin._C was built.
-A recording wrapper around the dispatcher proves the fast backend actually ran the ops it implements.
+The dispatcher's recorder proves the fast backend actually ran the ops it implements.
 """
 import copy
 
@@ -39,32 +39,20 @@ MODELS = {
 }
 
 
-@pytest.fixture
-def record(monkeypatch):
-    seen = []
-    original = dispatch.select
-
-    def recording(call):
-        name, impl = original(call)
-        seen.append((call.op, name))
-        return name, impl
-
-    monkeypatch.setattr(dispatch, "select", recording)
-    return seen
-
-
-def _run(model, x, backend, dtype, train):
+def _run(model, x, backend, dtype, train, record=None):
     model = copy.deepcopy(model).to(DEVICE.get(backend, "cpu"), dtype).train(train)
-    with fastwin.set_backend(backend):
+    with fastwin.set_backend(backend), dispatch.record() as ran:
         out = model(x.to(model.head.weight.device, dtype))
         out.square().sum().backward()
+    if record is not None:
+        record.extend(ran)
     return out, {n: p.grad for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("model_name", list(MODELS))
 @pytest.mark.parametrize("backend", BACKENDS or [pytest.param("none", marks=pytest.mark.skip("no fast backend"))])
-def test_tiny_model_matches_reference(backend, model_name, train, record):
+def test_tiny_model_matches_reference(backend, model_name, train):
     if model_name == "swin" and not train:
         pytest.skip("Swin has no train/eval-dependent layers beyond dropout (0 here); train covers it")
     torch.manual_seed(0)
@@ -73,7 +61,8 @@ def test_tiny_model_matches_reference(backend, model_name, train, record):
     for p in model.parameters():  # non-trivial biases, tables and norms instead of the init constants
         p.data.add_(0.05 * torch.randn_like(p))
     x = torch.randn(*shape)
-    out, grads = _run(model, x, backend, torch.float32, train)
+    record = []
+    out, grads = _run(model, x, backend, torch.float32, train, record)
     fast_ops = {op for op, name in record if name == backend}
     impls = dispatch._module(backend).IMPLS
     expected = {op for op, _ in record} & set(impls)

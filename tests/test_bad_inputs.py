@@ -20,7 +20,8 @@ def qkv4(B=1, H=8, W=8, heads=2, d=8, dtype=torch.float32):
     (dict(window_size=(4, 4, 4)), ValueError, "window_size"),
     (dict(shift_size=4), ValueError, "shift_size must be smaller"),
     (dict(shift_size=-1), ValueError, "shift_size"),
-    (dict(rel_pos_bias_table=torch.randn(10, 2)), ValueError, r"rel_pos_bias_table must have shape \(49, 2\).*\(10, 2\)"),
+    (dict(rel_pos_bias_table=torch.randn(10, 2)), ValueError,
+     r"rel_pos_bias_table must have shape \(49, 2\).*\(10, 2\)"),
     (dict(rel_pos_bias_table=torch.randn(49, 2, dtype=torch.float64)), TypeError, "rel_pos_bias_table has dtype"),
     (dict(qkv_bias=torch.randn(47)), ValueError, r"qkv_bias must have shape \(48,\)"),
     (dict(scale=float("nan")), ValueError, "scale must be finite"),
@@ -81,7 +82,8 @@ def test_window_attention_module_rejects_bad_dim():
 
 def test_window_attention_module_wrong_channels():
     wa = fastwin.WindowAttention(32, 4, 2)
-    with pytest.raises(RuntimeError):  # nn.Linear's own shape error comes first
+    # raised before the Linear's own RuntimeError
+    with pytest.raises(ValueError, match=r"x must have 32 channels .*\(4, 16, 31\)"):
         wa(torch.randn(4, 16, 31))
 
 

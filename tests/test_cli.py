@@ -1,10 +1,11 @@
-"""`fastwin info | check | bench` run on CPU with sensible output."""
+"""`fastwin info | check | bench` run on CPU with sensible output (issue #12 item 9 included)."""
+import io
 import subprocess
 import sys
 
 import pytest
 
-from fastwin import cli
+from fastwin import bench, cli
 
 
 def test_info(capsys):
@@ -21,28 +22,159 @@ def test_check_reference_passes(capsys):
     assert "shifted_window_attention" in out and "dwconv2d" in out and "MISMATCH" not in out
 
 
-def test_bench_small_model(capsys, tmp_path):
-    plot = tmp_path / "speed.png"
-    args = ["bench", "--model", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "64",
-            "--iters", "1", "--warmup", "0", "--no-compile", "--quiet"]
-    try:
-        import matplotlib  # noqa: F401
+_TINY = ["bench", "--model", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "32", "--iters", "2",
+         "--warmup", "0", "--no-compile", "--quiet"]
 
-        args += ["--plot", str(plot)]
-    except ImportError:
-        plot = None
-    assert cli.main(args) == 0
+
+def test_bench_small_model_has_auto_and_timm_rows(capsys, one_thread):
+    assert cli.main(_TINY) == 0
     out = capsys.readouterr().out
-    assert "reference" in out and "img/s" in out
-    if plot is not None:
-        assert plot.stat().st_size > 1000
+    rows = {line.split()[0]: line for line in out.splitlines()[3:] if line.strip() and not line.startswith("(")}
+    assert "img/s" in out and "vs reference" in out
+    assert {"reference", "auto", "timm"} <= set(rows), out
+    assert "x [" in rows["auto"]  # a speedup with its spread: "1.23x [1.01-1.40]"
+    assert "interleaved rounds" in out
+
+
+def test_unknown_model_is_a_usage_error_with_suggestions(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--model", "swin_t", "--quiet", "--no-compile"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: fastwin bench" in err and "unknown model 'swin_t'" in err
+    assert "swin_tiny_patch4_window7_224" in err and "Traceback" not in err
+
+
+def test_unknown_model_no_traceback_from_the_console():
+    out = subprocess.run([sys.executable, "-m", "fastwin", "bench", "--model", "swin_t", "--quiet"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "did you mean" in out.stderr
+
+
+def test_bad_backend_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--backend", "foo"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'foo'" in err and "auto" in err and "timm" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_bad_round_count_is_rejected(capsys, value):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--iters", value])
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self):
+        return self._tty
+
+
+def test_progress_names_the_running_step_and_writes_plain_lines_off_a_terminal():
+    stream = _Stream(tty=False)
+    bar = bench.Progress(2, "bench", stream=stream)
+    bar.start("warm-up reference+compile (compiling)")
+    bar.done()
+    bar.start("round 1/1")
+    bar.done()
+    bar.close()
+    text = stream.getvalue()
+    assert "\r" not in text
+    assert text.splitlines() == ["bench: [1/2] warm-up reference+compile (compiling) ...", "bench: [2/2] round 1/1 ..."]
+
+
+def test_progress_redraws_in_place_on_a_terminal():
+    stream = _Stream(tty=True)
+    bar = bench.Progress(1, "bench", stream=stream)
+    bar.start("warm-up cpp")
+    bar.done()
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\r") and "warm-up cpp ..." in text and text.endswith("\n")
+
+
+def test_bench_progress_announces_each_step_before_it_runs(capsys, one_thread):
+    args = [a for a in _TINY if a != "--quiet"] + ["--backend", "reference", "--backend", "auto"]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # pytest's capture is not a terminal: plain lines
+    lines = [line for line in err.splitlines() if line.startswith("swin_tiny")]
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "warm-up reference ...", "warm-up auto ...", "round 1/2 ...", "round 2/2 ..."]
+
+
+def test_interleaved_labels_compile_steps_and_rotates_the_order():
+    import torch
+
+    stream = _Stream(tty=False)
+    calls = []
+    steps = {name: (lambda i, name=name: calls.append(name)) for name in ("a", "b+compile", "c")}
+    out = bench.interleaved(steps, torch.device("cpu"), rounds=3, warmup=1,
+                            progress=bench.Progress(6, "t", stream=stream))
+    assert "t: [2/6] warm-up b+compile (compiling) ..." in stream.getvalue().splitlines()
+    timed = calls[6:]  # after one warm-up call and one calibration call each
+    assert timed == ["a", "b+compile", "c", "b+compile", "c", "a", "c", "a", "b+compile"]
+    assert all(len(m.times) == 3 for m in out.values())
+
+
+def _results():
+    ref = bench.Result("reference", [1.0, 1.2, 1.1], 2)
+    cpp = bench.Result("cpp", [0.5, 0.8, 0.5], 2)
+    auto = bench.Result("auto", [0.4, 0.6, 0.5], 2)
+    timm = bench.Result("timm", [], 2, error="skipped: timm is not importable")
+    return [ref, auto, cpp, timm]
+
+
+def test_table_shows_spread_and_skips():
+    text = bench.format_table(_results(), "title")
+    lines = text.splitlines()
+    assert lines[1].split()[:4] == ["backend", "ms/step", "min-max", "ms"]
+    cpp = next(line for line in lines if line.startswith("cpp"))
+    assert "2.00x [1.50-2.20]" in cpp  # per-round ratios 2.0, 1.5, 2.2
+    assert any(line.startswith("timm") and "skipped" in line for line in lines)
+
+
+def test_plot_series_follow_the_table_order_with_spreads():
+    cases, names, series = bench.plot_series({"case": _results()})
+    assert names == ["reference", "auto", "cpp"]  # table order, skipped runners left out
+    lo, med, hi = series["cpp"][0]
+    assert (lo, med, hi) == pytest.approx((1.5, 2.0, 2.2))
+
+
+def test_plot_legend_is_outside_the_bars(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saved = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved["fig"] = fig
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        bench.plot({"case": _results()}, str(tmp_path / "p.png"))
+    finally:
+        plt.Figure.savefig = real_savefig
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = saved["fig"]
+    ax = fig.axes[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure was closed: lay it out again
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= ax.get_window_extent(renderer).x1  # beside the axes, never over a bar
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["reference", "auto", "cpp"]
+    assert len(ax.containers) >= 3 and any(c.__class__.__name__ == "ErrorbarContainer" for c in ax.containers)
+    assert (tmp_path / "p.png").stat().st_size > 1000
 
 
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "fastwin", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "bench" in out.stdout
-
-
-def test_unknown_model_is_clear():
-    with pytest.raises(ValueError, match="unknown model"):
-        cli.main(["bench", "--model", "swin_tiny", "--quiet", "--no-compile"])

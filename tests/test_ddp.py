@@ -1,6 +1,5 @@
 """SPEC §6: a 2-process DDP (gloo, CPU) training step of a tiny Swin gives single-process gradients."""
-import os
-import socket
+import time
 
 import pytest
 import torch
@@ -22,9 +21,9 @@ def batch():
     return torch.randn(4, 3, 36, 36, generator=g), torch.randint(0, 5, (4,), generator=g)
 
 
-def _worker(rank, world, port, path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(rank, world, store, path):
+    # A file store: no TCP port to race for (a port picked free can be taken before rank 0 binds it).
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         model = torch.nn.parallel.DistributedDataParallel(tiny_swin())
@@ -34,20 +33,23 @@ def _worker(rank, world, port, path):
         loss.backward()  # DDP all-reduces and averages the gradients over the 2 ranks
         if rank == 0:
             torch.save({n: p.grad for n, p in model.module.named_parameters()}, path)
+        # Neither rank tears gloo down while the other may still use the pair (a rank that finishes
+        # first and destroys the group can abort the other's pending receive: SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_ddp_two_processes_match_single_process(tmp_path):
     path = str(tmp_path / "grads.pt")
-    mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
+    ctx = mp.spawn(_worker, args=(2, str(tmp_path / "store"), path), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=5):  # raises if a rank failed
+        if time.monotonic() > deadline:  # a hang is a failure, not a stuck CI job
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the DDP ranks did not finish within 300 s")
     ddp_grads = torch.load(path)
 
     model = tiny_swin()

@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import vit_literal as lit
 
 import fastwin
 from fastwin.losses import DistillationLoss
 from fastwin.models.deit import VisionTransformerDistilled
-
-import vit_literal as lit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -43,6 +43,20 @@ def test_set_backend_plain_call_persists():
         fastwin.set_backend("auto")
 
 
+def test_set_default_backend_is_process_wide_until_a_thread_chooses(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(dispatch._default, "backend", "auto")
+    seen = []
+    with fastwin.set_backend("auto"):
+        fastwin.set_default_backend("reference")
+        t = threading.Thread(target=lambda: seen.append(fastwin.get_backend()))
+        t.start()
+        t.join()
+        assert fastwin.get_backend() == "auto"  # this thread chose explicitly
+    assert seen == ["reference"]
+
+
 def test_unknown_backend_is_value_error():
     with pytest.raises(ValueError, match="backend must be one of"):
         fastwin.set_backend("fastest")
@@ -59,13 +73,27 @@ def test_unavailable_backend_says_why():
 
 def test_auto_runs_every_op_and_reports_backend():
     qkv = torch.randn(1, 8, 8, 3 * 2 * 16)
-    out = fastwin.ops.shifted_window_attention(qkv, 2, 4, 2)
+    with dispatch.record() as ran:
+        out = fastwin.ops.shifted_window_attention(qkv, 2, 4, 2)
     assert out.shape == (1, 8, 8, 32)
-    assert fastwin.ops.last_backend() in fastwin.backends()
+    assert len(ran) == 1 and ran[0][0] == "shifted_window_attention" and ran[0][1] in fastwin.backends()
 
 
-def _fake_backend_call(**params):
-    return dispatch.Call("attention", torch.device("cpu"), torch.float32, False, tuple(sorted(params.items())))
+def test_describe_is_pure_and_typed():
+    qkv = torch.randn(1, 8, 8, 3 * 2 * 16, requires_grad=True)
+    with dispatch.record() as ran:
+        call = fastwin.ops.describe("shifted_window_attention", qkv, 2, 4, 2, pad_order="pad_roll")
+    assert ran == []  # nothing ran
+    assert isinstance(call, dispatch.WindowAttentionCall)
+    assert (call.window_size, call.shift_size, call.pad_order, call.head_dim, call.requires_grad) == (
+        (4, 4), (2, 2), "pad_roll", 16, True)
+    assert dispatch.select(call)[0] in fastwin.backends()
+    with pytest.raises(ValueError, match="op must be one of"):
+        fastwin.ops.describe("conv3d", qkv)
+
+
+def _fake_backend_call():
+    return dispatch.AttentionCall("attention", "cpu", torch.float32, False, 2, 16, 10)
 
 
 def test_explicit_backend_falls_back_with_warning_or_raises_when_strict(monkeypatch):
@@ -81,9 +109,10 @@ def test_explicit_backend_falls_back_with_warning_or_raises_when_strict(monkeypa
         def supports(call):
             return "refused for the test"
 
-    monkeypatch.setitem(dispatch._state.modules, "cpp", Refuses)
-    monkeypatch.setitem(dispatch._state.unavailable, "cpp", None)
-    monkeypatch.setattr(dispatch._state, "warned", set())
+    monkeypatch.setitem(dispatch._modules, "cpp", Refuses)
+    monkeypatch.setitem(dispatch._unavailable, "cpp", None)
+    monkeypatch.setattr(dispatch, "_warned", set())
+    monkeypatch.setattr(dispatch, "_chosen", {})
     with fastwin.set_backend("cpp"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

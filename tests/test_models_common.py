@@ -4,6 +4,8 @@ import torch
 
 import fastwin
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # full-size models on 72 px inputs: thread hand-offs dominate
+
 SPEC_NAMES = (
     [f"vit_{s}_patch16_224" for s in ("tiny", "small", "base", "large")]
     + [f"deit_{s}_patch16_224" for s in ("tiny", "small", "base")]

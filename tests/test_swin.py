@@ -4,17 +4,17 @@ models, checkpoint layouts, swap, gradient checkpointing and bad input.
 The oracles live in `tests/swin_literal.py` and never import fastwin.
 """
 import copy
-import importlib
 
 import pytest
+import swin_literal as lit
 import torch
 import torch.nn as nn
+from timm_compat import require_timm
 
 import fastwin
 from fastwin.layers.swin_block import PatchMerging, SwinTransformerBlock
-from fastwin.models.swin import SwinTransformer, _SwinBlockHW
-
-import swin_literal as lit
+from fastwin.models.swin import SwinTransformer
+from fastwin.swap.swin import _SwinBlockHW
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -389,10 +389,7 @@ def test_bad_inputs():
 # ---------------------------------------------------------------------------------- real timm, if present
 
 def _timm():
-    try:
-        return importlib.import_module("timm")
-    except Exception as exc:  # timm missing, or installed without its torchvision dependency
-        pytest.skip(f"timm is not importable: {type(exc).__name__}: {exc}")
+    return require_timm()  # stands in for a missing torchvision; skips when timm is absent
 
 
 @pytest.mark.parametrize("img_size", [224, (256, 320), (224, 160)])

@@ -3,12 +3,11 @@ import copy
 
 import pytest
 import torch
+import uniformer_literal as lit
 
 import fastwin
-from fastwin.models.uniformer import CBlock, SABlock, UniFormer
 from fastwin.layers import Attention
-
-import uniformer_literal as lit
+from fastwin.models.uniformer import CBlock, SABlock, UniFormer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
+import vit_literal as lit
+from timm_compat import require_timm
 
 import fastwin
 from fastwin.layers import Attention
 from fastwin.models.vit import VisionTransformer, resample_abs_pos_embed
-
-import vit_literal as lit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -207,11 +207,7 @@ def test_hybrid_real_config_shapes():
 
 
 def _timm():
-    try:
-        import timm
-    except Exception as exc:  # ImportError, or timm importable only partly (e.g. without torchvision)
-        pytest.skip(f"timm not importable: {exc}")
-    return timm
+    return require_timm()  # stands in for a missing torchvision; skips when timm is absent
 
 
 @pytest.mark.parametrize("name,kwargs", [

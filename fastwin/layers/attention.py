@@ -4,17 +4,21 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .. import ops
+from . import checks
 
 
 class Attention(nn.Module):
     """`qkv` Linear -> `fastwin.ops.attention` -> `proj` Linear.
 
     Args match timm's `Attention` / UniFormer's `Attention` (dim, num_heads, qkv_bias, qk_scale,
-    attn_drop, proj_drop). forward: [B, N, C] -> [B, N, C].
+    attn_drop, proj_drop); `backend` pins this module's attention to a backend (None: the thread's
+    choice). forward: [B, N, C] -> [B, N, C].
     """
 
-    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0,
+                 backend=None):
         super().__init__()
+        self.backend = ops.backend_name(backend)
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
@@ -26,8 +30,10 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x):
+        checks.features(x, self, self.qkv.in_features, ("[B, N, C]",))
+        checks.like_weights(x, self.qkv.weight, self)
         p = self.attn_drop.p if self.training else 0.0
-        x = ops.attention(self.qkv(x), self.num_heads, self.scale, p)  # [B, N, C]
+        x = ops.attention(self.qkv(x), self.num_heads, self.scale, p, backend=self.backend)  # [B, N, C]
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self):

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from .. import ops
+
 
 class Mlp(nn.Module):
+    """`fc2(drop(act(fc1(x))))` then dropout; with a GELU activation, `fc1` and the GELU run as one
+    op (`fastwin.ops.linear_gelu`), which a backend may fuse. forward: [..., C] -> [..., C_out]."""
+
     def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
         super().__init__()
         hidden_features = hidden_features or in_features
@@ -14,5 +19,9 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x):  # [..., C] -> [..., C_out]
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self, x):
+        if type(self.act) is nn.GELU:  # exactly GELU: a subclass may compute something else
+            h = ops.linear_gelu(x, self.fc1.weight, self.fc1.bias, self.act.approximate)
+        else:
+            h = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(h)))

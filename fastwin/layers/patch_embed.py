@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import checks
+
 
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
@@ -25,10 +27,7 @@ class PatchEmbed(nn.Module):
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != self.proj.in_channels:
-            raise ValueError(
-                f"input must be [B, {self.proj.in_channels}, H, W], got shape {tuple(x.shape)}"
-            )
+        checks.features(x, self, self.proj.in_channels, ("[B, C, H, W]",), channel_dim=1, label="in_chans")
         ph, pw = self.patch_size
         H, W = x.shape[-2:]
         if H % ph or W % pw:

@@ -14,8 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from ..ops.checks import pair
-from ..reference.window import PAD_ORDERS
+from ..ops import PAD_ORDERS
+from ..utils import pair
+from . import checks
 from .drop import DropPath
 from .mlp import Mlp
 from .window_attention import WindowAttention
@@ -48,13 +49,28 @@ def effective_window(
     return window, shift
 
 
-def _check_features(x, dim: int, what: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} input must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (3, 4):
-        raise ValueError(f"{what} input must be [B, H, W, C] or [B, L, C], got shape {tuple(x.shape)}")
-    if x.shape[-1] != dim:
-        raise ValueError(f"{what} input must have {dim} channels (last dim), got shape {tuple(x.shape)}")
+def block_shell(cls, attn: nn.Module, mlp: nn.Module, window_size, shift_size, input_resolution,
+                pad_order: str) -> nn.Module:
+    """An initialised-but-empty `cls` block with the settings `from_modules` derives (V1 and V2)."""
+    if pad_order not in PAD_ORDERS:
+        raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
+    blk = cls.__new__(cls)
+    nn.Module.__init__(blk)
+    blk.dim = attn.dim
+    blk.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
+    blk.num_heads = attn.num_heads
+    blk.mlp_ratio = getattr(getattr(mlp, "fc1", None), "out_features", 0) / attn.dim
+    blk.pad_order = pad_order
+    blk.window_size = pair("window_size", window_size)
+    blk.shift_size = pair("shift_size", shift_size, allow_zero=True)
+    if blk.window_size != attn.window_size:
+        raise ValueError(f"window_size {blk.window_size} differs from the attention's {attn.window_size}")
+    return blk
+
+
+def drop_saved_shift_mask(state_dict, prefix: str) -> None:
+    """Official checkpoints save the shift mask as a buffer; fastwin derives it inside the op."""
+    state_dict.pop(prefix + "attn_mask", None)
 
 
 def _as_map(x: torch.Tensor, resolution, what: str) -> torch.Tensor:
@@ -89,6 +105,8 @@ class SwinTransformerBlock(nn.Module):
         always_partition: never shrink the window to the map (timm's option; also used by `swap`,
             which passes the already effective window of a foreign block).
         head_dim: per-head channels if not dim // num_heads (timm's extension).
+        backend: run this block's attention on this backend (None: the thread's choice); kept by
+            `attn.backend`.
 
     forward: [B, H, W, C] -> [B, H, W, C] (any H, W: the op pads), or [B, L, C] -> [B, L, C] with
     L = H * W of `input_resolution`.
@@ -97,7 +115,7 @@ class SwinTransformerBlock(nn.Module):
     def __init__(self, dim, input_resolution, num_heads, window_size=7, shift_size=0, mlp_ratio=4.0,
                  qkv_bias=True, qk_scale=None, drop=0.0, attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU,
                  norm_layer=nn.LayerNorm, pad_order: str = "roll_pad", always_partition: bool = False,
-                 head_dim: Optional[int] = None):
+                 head_dim: Optional[int] = None, backend: Optional[str] = None):
         super().__init__()
         if pad_order not in PAD_ORDERS:
             raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
@@ -113,7 +131,7 @@ class SwinTransformerBlock(nn.Module):
 
         self.norm1 = norm_layer(dim)
         self.attn = WindowAttention(dim, window, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                    attn_drop=attn_drop, proj_drop=drop, head_dim=head_dim)
+                                    attn_drop=attn_drop, proj_drop=drop, head_dim=head_dim, backend=backend)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -128,26 +146,13 @@ class SwinTransformerBlock(nn.Module):
         attention path changes, so parameter objects (and any optimizer holding them) stay valid.
         `window_size` / `shift_size` are taken as already effective (no shrinking).
         """
-        if pad_order not in PAD_ORDERS:
-            raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
-        blk = cls.__new__(cls)
-        nn.Module.__init__(blk)
-        blk.dim = attn.dim
-        blk.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
-        blk.num_heads = attn.num_heads
-        blk.mlp_ratio = getattr(getattr(mlp, "fc1", None), "out_features", 0) / attn.dim
-        blk.pad_order = pad_order
-        blk.window_size = pair("window_size", window_size)
-        blk.shift_size = pair("shift_size", shift_size, allow_zero=True)
-        if blk.window_size != attn.window_size:
-            raise ValueError(f"window_size {blk.window_size} differs from the attention's {attn.window_size}")
+        blk = block_shell(cls, attn, mlp, window_size, shift_size, input_resolution, pad_order)
         blk.norm1, blk.attn, blk.norm2, blk.mlp = norm1, attn, norm2, mlp
         blk.drop_path = drop_path if drop_path is not None else nn.Identity()
         return blk
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Official checkpoints save the shift mask as a buffer; fastwin derives it inside the op.
-        state_dict.pop(prefix + "attn_mask", None)
+        drop_saved_shift_mask(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +163,7 @@ class SwinTransformerBlock(nn.Module):
         table = attn.relative_position_bias_table.to(qkv.dtype)
         p = attn.attn_drop.p if self.training else 0.0
         x = ops.shifted_window_attention(qkv, self.num_heads, self.window_size, self.shift_size, table, bias,
-                                         attn.scale, self.pad_order, p)  # [B, H, W, heads * d]
+                                         attn.scale, self.pad_order, p, backend=attn.backend)  # [B, H, W, heads * d]
         return attn.proj_drop(attn.proj(x))
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +172,7 @@ class SwinTransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.dim, type(self).__name__)
+        checks.features(x, self, self.dim, ("[B, H, W, C]", "[B, L, C]"))
         if x.dim() == 4:
             return self.forward_map(x)
         B, L, C = x.shape
@@ -201,7 +206,7 @@ class PatchMerging(nn.Module):
         self.norm = norm_layer(4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.dim, type(self).__name__)
+        checks.features(x, self, self.dim, ("[B, H, W, C]", "[B, L, C]"))
         tokens = x.dim() == 3
         x = _as_map(x, self.input_resolution, type(self).__name__)
         H, W = x.shape[1:3]

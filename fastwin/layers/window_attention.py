@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 
 from .. import ops
-from ..ops.checks import pair
-from ..reference.window import relative_position_index
+from ..ops import relative_position_index
+from ..utils import pair
+from . import checks
 
 
 class WindowAttention(nn.Module):
@@ -23,13 +24,15 @@ class WindowAttention(nn.Module):
         qk_scale: overrides the default scale head_dim ** -0.5.
         attn_drop: dropout on the attention weights; proj_drop: dropout on the output.
         head_dim: per-head channels if not dim // num_heads (timm's extension).
+        backend: run this module's attention on this backend (None: the thread's choice).
 
     forward(x [B*nW, N, C], mask [nW, N, N] | None) -> [B*nW, N, C]
     """
 
     def __init__(self, dim, window_size, num_heads, qkv_bias=True, qk_scale=None, attn_drop=0.0,
-                 proj_drop=0.0, head_dim: Optional[int] = None):
+                 proj_drop=0.0, head_dim: Optional[int] = None, backend: Optional[str] = None):
         super().__init__()
+        self.backend = ops.backend_name(backend)
         if head_dim is None and dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.dim = dim
@@ -53,10 +56,16 @@ class WindowAttention(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        wh, ww = self.window_size
+        checks.features(x, self, self.dim, ("[B*nW, N, C]",))
+        checks.window_tokens(x, self, self.window_size)
+        checks.window_mask(mask, x, wh * ww, self)
+        checks.like_weights(x, self.qkv.weight, self)
         qkv = self.qkv(x)  # [B*nW, N, 3 * heads * d]
         p = self.attn_drop.p if self.training else 0.0
         table = self.relative_position_bias_table.to(qkv.dtype)
-        x = ops.window_attention(qkv, self.num_heads, self.window_size, table, mask, self.scale, p)
+        x = ops.window_attention(qkv, self.num_heads, self.window_size, table, mask, self.scale, p,
+                                 backend=self.backend)
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self):

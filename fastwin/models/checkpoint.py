@@ -3,13 +3,17 @@
 A family registers `filter_fn(state_dict, model) -> state_dict` for its model class with
 `@checkpoint_filter(ModelClass)`; the filter converts foreign layouts (timm Swin, official UniFormer
 ...) to fastwin's names. Everything else is strict: a key that is missing, unexpected or of the
-wrong shape fails the whole load, with the list of offending keys, before any parameter changes.
+wrong shape, or an entry that cannot be copied into the model as it is (meta, sparse or quantized
+tensors, complex or integer values for real floats and the reverse), fails the whole load with the
+list of offending keys, before any parameter changes. Float widths may differ (an fp16 checkpoint
+loads into an fp32 model), as with `load_state_dict`.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from collections import OrderedDict
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
 
@@ -30,7 +34,14 @@ def checkpoint_filter(model_cls: type):
 def _read(path_or_state_dict) -> Mapping[str, torch.Tensor]:
     obj = path_or_state_dict
     if isinstance(obj, (str, os.PathLike)):
-        obj = torch.load(obj, map_location="cpu", weights_only=True)
+        path = os.fspath(obj)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except EOFError as exc:  # torch.load's own message is empty
+            size = os.path.getsize(path) if os.path.exists(path) else 0
+            raise ValueError(f"checkpoint file {path!r} is empty or truncated ({size} bytes)") from exc
+        except (RuntimeError, pickle.UnpicklingError) as exc:
+            raise type(exc)(f"cannot read checkpoint file {path!r}: {exc}") from exc
     if not isinstance(obj, Mapping):
         raise TypeError(f"checkpoint must be a path or a state dict, got {type(obj).__name__}")
     for key in ("model", "state_dict", "model_state"):
@@ -43,6 +54,25 @@ def _read(path_or_state_dict) -> Mapping[str, torch.Tensor]:
             raise TypeError(f"checkpoint entry {k!r} is a {type(v).__name__}, not a tensor")
         sd[k[7:] if k.startswith("module.") else k] = v  # DDP-wrapped saves
     return sd
+
+
+def _kind(dtype: torch.dtype) -> str:
+    return "complex" if dtype.is_complex else "floating-point" if dtype.is_floating_point else "integer"
+
+
+def _copy_problem(v: torch.Tensor, target: torch.Tensor) -> Optional[str]:
+    """Why checkpoint entry `v` cannot be copied into the model's `target` as is, or None."""
+    if v.layout != torch.strided:
+        return f"{v.layout} tensor (convert it with .to_dense())"
+    if v.is_quantized:
+        return f"quantized tensor ({v.dtype}; dequantize it)"
+    if v.is_meta:
+        return "on the meta device (it holds no values)"
+    if _kind(v.dtype) != _kind(target.dtype):
+        return f"{_kind(v.dtype)} values ({v.dtype}) for the model's {_kind(target.dtype)} tensor ({target.dtype})"
+    if target.is_meta:
+        return "the model's tensor is on the meta device (materialize the model first, e.g. model.to_empty(device=...))"
+    return None
 
 
 def _filter_for(model):
@@ -59,7 +89,10 @@ def load_checkpoint(model: torch.nn.Module, path_or_state_dict) -> torch.nn.Modu
         model: a fastwin model (or any module; then only the generic rules apply).
         path_or_state_dict: a state dict, or a file holding one (possibly under `model`/`state_dict`).
     Raises:
-        ValueError: missing, unexpected or mis-shaped keys (all listed); the model is left unchanged.
+        ValueError: missing, unexpected or mis-shaped keys, or entries that cannot be copied (meta,
+            sparse or quantized tensors; complex or integer values for float tensors and the reverse),
+            all listed by key; an empty or truncated file. The model is left unchanged: every entry
+            is checked before the first one is copied.
     Returns:
         the model.
     """
@@ -76,9 +109,12 @@ def load_checkpoint(model: torch.nn.Module, path_or_state_dict) -> torch.nn.Modu
         for k, v in expected.items()
         if k in sd and tuple(sd[k].shape) != tuple(v.shape)
     ]
-    if missing or unexpected or wrong:
+    problems = ((k, _copy_problem(sd[k], v)) for k, v in expected.items() if k in sd)
+    uncopyable: List[str] = [f"{k}: {why}" for k, why in problems if why is not None]
+    if missing or unexpected or wrong or uncopyable:
         parts = []
-        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong),
+                            ("entries that cannot be copied", uncopyable)):
             if keys:
                 shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
                 parts.append(f"{title}: {shown}")

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .registry import register_model
+from .registry import pretrained_cfg, register_model, register_pretrained_cfgs
 from .vit import VisionTransformer
 
 __all__ = ["VisionTransformerDistilled"]
@@ -68,6 +68,16 @@ class VisionTransformerDistilled(VisionTransformer):
         if self.training and self.distilled_training:
             return x, x_dist
         return (x + x_dist) / 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# default configs (timm's)
+
+register_pretrained_cfgs({
+    f"deit_{size}{kind}_patch16_224": pretrained_cfg(224, tag="fb_in1k",
+                                                     classifier=("head", "head_dist") if kind else "head")
+    for size in ("tiny", "small", "base") for kind in ("", "_distilled")
+})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,19 +1,61 @@
-"""Model registry: `register_model`, `create_model`, `list_models` (timm-style names)."""
+"""Model registry: `register_model`, `create_model`, `list_models` (timm-style names and arguments).
+
+`create_model` accepts timm's model-building arguments as well as fastwin's `checkpoint=`:
+- names may carry a pretrained tag (`swin_tiny_patch4_window7_224.ms_in1k`); it is recorded in
+  `model.pretrained_cfg["tag"]`;
+- `pretrained=True` loads the file named by `pretrained_cfg_overlay=dict(file=...)` (timm's
+  convention for local weights; `.pth`/`.bin` torch files or `.safetensors`). fastwin bundles and
+  downloads no weights, so without a file it fails and says so;
+- `features_only=True` (with `out_indices`, `output_fmt`, `feature_cfg=dict(norm=...)`) returns the
+  model as a backbone (`fastwin.models.features.FeatureMaps`) giving per-stage maps.
+"""
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable, Dict, List
+import functools
+import os
+from typing import Callable, Dict, List, Optional
+
+import torch.nn as nn
 
 _MODELS: Dict[str, Callable] = {}
+_CFGS: Dict[str, dict] = {}
+
+# Keys every model's `pretrained_cfg` carries (timm's names; `resolve_data_config` reads them).
+PRETRAINED_CFG_KEYS = ("architecture", "tag", "file", "input_size", "fixed_input_size", "interpolation", "crop_pct",
+                       "crop_mode", "mean", "std", "num_classes", "pool_size", "first_conv", "classifier")
+
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
+IMAGENET_INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
 def register_model(fn: Callable) -> Callable:
-    """Decorator: register an entry point under its function name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+    """Decorator: register an entry point under its function name.
+
+    The registered (and returned) function attaches the name's default config from
+    `register_pretrained_cfgs` as `model.pretrained_cfg` unless the entry point set one.
+    """
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+
+    @functools.wraps(fn)
+    def entry(**kwargs):
+        model = fn(**kwargs)
+        if getattr(model, "pretrained_cfg", None) is None and name in _CFGS:
+            with_pretrained_cfg(model, name, _CFGS[name])
+        return model
+
+    _MODELS[name] = entry
+    return entry
+
+
+def register_pretrained_cfgs(cfgs: Dict[str, dict]) -> None:
+    """Register default pretrained configs (`pretrained_cfg(...)` dicts) by model name."""
+    _CFGS.update(cfgs)
 
 
 def list_models(pattern: str = "*") -> List[str]:
@@ -21,18 +63,143 @@ def list_models(pattern: str = "*") -> List[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, checkpoint=None, **kwargs):
-    """Build model `name`; `checkpoint` (path or state dict) is loaded strictly with `load_checkpoint`.
+def pretrained_cfg(input_size=224, crop_pct=0.9, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN,
+                   std=IMAGENET_DEFAULT_STD, num_classes=1000, first_conv="patch_embed.proj", classifier="head",
+                   pool_size=None, tag="", **extra) -> dict:
+    """A default pretrained config (timm's keys) for an entry point.
 
-    Keyword arguments override the entry point's defaults (num_classes, img_size, drop_path_rate ...).
+    Args:
+        input_size: side of the square training input (the config holds `(3, s, s)`).
+        crop_pct, interpolation, mean, std: evaluation preprocessing.
+        num_classes: classes of the released weights. first_conv, classifier: module names
+            (classifier may be a tuple, e.g. DeiT distilled `("head", "head_dist")`).
+        pool_size: final feature-map size at `input_size`, where there is one.
+        tag: the default pretrained tag (timm's `name.tag`).
     """
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
+    size = (3, input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    cfg = dict(architecture="", tag=tag, file=None, input_size=size, fixed_input_size=False,
+               interpolation=interpolation, crop_pct=crop_pct, crop_mode="center", mean=tuple(mean), std=tuple(std),
+               num_classes=num_classes, pool_size=pool_size, first_conv=first_conv, classifier=classifier)
+    cfg.update(extra)
+    return cfg
+
+
+def with_pretrained_cfg(model: nn.Module, variant: str, cfg: dict) -> nn.Module:
+    """Attach `cfg` (a copy, `architecture` = variant) to `model` as `model.pretrained_cfg`."""
+    model.pretrained_cfg = dict(cfg, architecture=variant)
+    model.default_cfg = model.pretrained_cfg  # timm's older name for the same dict
+    return model
+
+
+def split_model_name_tag(name: str):
+    """`"arch.tag"` -> ("arch", "tag"); `"arch"` -> ("arch", "")."""
+    arch, _, tag = name.partition(".")
+    return arch, tag
+
+
+def _read_weights(path):
+    """A `.safetensors` file as a state dict; anything else (a torch file, a state dict) as it is."""
+    if not isinstance(path, (str, os.PathLike)):
+        return path
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise ImportError(f"reading {path!r} needs the safetensors package (pip install safetensors)") from exc
+        return load_file(path, device="cpu")
+    return path
+
+
+def _classifier_prefixes(model: nn.Module, cfg: dict):
+    heads = cfg.get("classifier") or ()
+    return (heads,) if isinstance(heads, str) else tuple(heads)
+
+
+def load_pretrained(model: nn.Module, file) -> nn.Module:
+    """Load released weights from `file` (a path or a state dict) into `model`, strictly except for
+    the classifier.
+
+    As timm's `pretrained=True`: when the model's classifier does not fit the file's (another
+    `num_classes`, or none), the classifier entries are left out and the model keeps its freshly
+    initialized head; every other key must fit (`load_checkpoint`'s rules and messages).
+    """
+    from .checkpoint import DERIVED_BUFFERS, _filter_for, _read, load_checkpoint
+
+    sd = _read(_read_weights(file))
+    sd = {k: v for k, v in sd.items() if k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS}
+    fn = _filter_for(model)
+    if fn is not None:
+        sd = dict(fn(sd, model))
+    expected = model.state_dict()
+    heads = _classifier_prefixes(model, getattr(model, "pretrained_cfg", {}) or {})
+
+    def under_head(k):
+        return any(k == h or k.startswith(h + ".") for h in heads)
+
+    mismatch = [k for k in sd if under_head(k) and (k not in expected or sd[k].shape != expected[k].shape)]
+    mismatch += [k for k in expected if under_head(k) and k not in sd]
+    if mismatch:
+        for k in [k for k in sd if under_head(k)]:
+            del sd[k]
+        sd.update({k: v for k, v in expected.items() if under_head(k)})  # keep the new head as initialized
+    return load_checkpoint(model, sd)
+
+
+def create_model(name: str, checkpoint=None, pretrained: bool = False, pretrained_cfg: Optional[dict] = None,
+                 pretrained_cfg_overlay: Optional[dict] = None, features_only: bool = False, out_indices=None,
+                 output_fmt: Optional[str] = None, feature_cfg: Optional[dict] = None, **kwargs):
+    """Build model `name` (optionally `name.tag`), load weights, optionally as a feature backbone.
+
+    Args:
+        name: a registered name (`fastwin.list_models()`), optionally with a pretrained tag.
+        checkpoint: path or state dict loaded strictly with `load_checkpoint` (with `features_only`,
+            a classifier that does not fit is ignored).
+        pretrained: load `pretrained_cfg_overlay["file"]` (or `pretrained_cfg["file"]`); as timm, a
+            classifier that does not fit the file (other `num_classes`) is re-initialized.
+        pretrained_cfg: replaces the entry point's default `pretrained_cfg` (a dict).
+        pretrained_cfg_overlay: entries to override in it (e.g. `file`, `mean`, `std`).
+        features_only: return a backbone (`FeatureMaps`) giving the maps of `out_indices`.
+        out_indices: features to return (None: the model's default; an int n: the last n).
+        output_fmt: "NCHW" or "NHWC" for `features_only` (default: the model's native layout).
+        feature_cfg: extra `FeatureMaps` options, e.g. `dict(norm=True)`.
+        **kwargs: override the entry point's defaults (num_classes, img_size, drop_path_rate ...).
+    Raises:
+        ValueError: unknown name; `pretrained=True` without a weights file; both `checkpoint` and
+            `pretrained`.
+    """
+    arch, tag = split_model_name_tag(name)
+    if arch not in _MODELS:
+        close = difflib.get_close_matches(arch, _MODELS, n=3)
         hint = f"; did you mean {close}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (see fastwin.list_models())")
-    model = _MODELS[name](**kwargs)
-    if checkpoint is not None:
+    if pretrained and checkpoint is not None:
+        raise ValueError("give either checkpoint=... or pretrained=True (with pretrained_cfg_overlay=dict(file=...)), "
+                         "not both")
+    model = _MODELS[arch](**kwargs)
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if pretrained_cfg is not None:
+        cfg.update(pretrained_cfg)
+    if tag:
+        cfg["tag"] = tag
+    cfg.update(pretrained_cfg_overlay or {})
+    with_pretrained_cfg(model, arch, cfg)
+    if pretrained:
+        file = cfg.get("file")
+        if not file:
+            raise ValueError(
+                f"fastwin bundles and downloads no pretrained weights for {name!r}; pass a local file with "
+                f"pretrained_cfg_overlay=dict(file='/path/to/weights.pth') (timm's convention; official, timm and "
+                f"fastwin layouts load), or use checkpoint=...")
+        load_pretrained(model, file)
+    elif checkpoint is not None and features_only:
+        load_pretrained(model, checkpoint)  # the classifier is pruned anyway: it need not fit
+    elif checkpoint is not None:
         from .checkpoint import load_checkpoint
 
         load_checkpoint(model, checkpoint)
+    if features_only:
+        from .features import FeatureMaps
+
+        model = FeatureMaps(model, out_indices, output_fmt, **(feature_cfg or {}))
     return model

@@ -11,37 +11,38 @@ Window shrinking (map not larger than the window => window = map, no shift) is d
 construction from `img_size`, as in official/timm models built for a fixed `img_size`; inputs of other
 sizes run with those windows and a shift mask derived from the actual padded map.
 
-The file ends with `swap` rules that put fastwin's attention/blocks into official, timm and
+As a backbone (timm's interface): `forward_intermediates` returns each stage's map before its patch
+merging (timm's stage outputs), `feature_info` describes them, and `create_model(..., features_only=True)`
+wraps the model (`fastwin.models.features`); `group_matcher` reproduces timm's layer-decay groups on
+this layout.
+
+`fastwin.swap.swin` holds the rules that put fastwin's attention/blocks into official, timm and
 detection-style Swin models.
 """
 from __future__ import annotations
 
-import inspect
+import math
 import re
-import weakref
 from collections import OrderedDict
-from typing import Optional, Sequence
+from functools import partial
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import PatchEmbed, WindowAttention
+from .. import ops
+from ..layers import PatchEmbed
 from ..layers.swin_block import PatchMerging, SwinTransformerBlock
-from ..ops.checks import pair
-from ..reference.window import PAD_ORDERS, relative_position_index, shift_mask
-from ..swap import register_swap
+from ..utils import ceil_div, init_weights_trunc_normal, pair
 from .checkpoint import checkpoint_filter
-from .registry import register_model
+from .features import check_output_fmt, feature_take_indices, to_format
+from .registry import pretrained_cfg, register_model, with_pretrained_cfg
 
-__all__ = ["BasicLayer", "SwinTransformer"]
+__all__ = ["BasicLayer", "SwinTransformer", "swin_group_ordinal"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
 
 def _stage_resolutions(img_size, patch_size, num_stages: int):
     """Nominal feature-map size of every stage, used for window shrinking and bias-table shapes.
@@ -52,21 +53,37 @@ def _stage_resolutions(img_size, patch_size, num_stages: int):
     """
     h, w = pair("img_size", img_size)
     ph, pw = pair("patch_size", patch_size)
-    res = [(_ceil_div(h, ph), _ceil_div(w, pw))]
+    res = [(ceil_div(h, ph), ceil_div(w, pw))]
     for _ in range(num_stages - 1):
-        res.append((_ceil_div(res[-1][0], 2), _ceil_div(res[-1][1], 2)))
+        res.append((ceil_div(res[-1][0], 2), ceil_div(res[-1][1], 2)))
     return res
 
 
-def _init_weights(m: nn.Module) -> None:
-    """Official init: truncated-normal(0.02) Linear weights, zero biases, unit LayerNorm."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+_GROUP_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
+_GROUP_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
+MATCH_PREV_GROUP = 99999.0  # timm's marker: this ordinal joins the group before it
+
+
+def swin_group_ordinal(name: str, coarse: bool = False) -> Tuple[float, ...]:
+    """timm's Swin parameter-group ordinal for a parameter of the official layout.
+
+    timm groups `^patch_embed` (stem), then per stage its patch merging with the first block
+    (`layers.i.downsample` -> (i, 0)), every block on its own, and the final norm with the last
+    block. Its merging of stage i is this layout's `layers.{i-1}.downsample`, hence the + 1.
+    Returned as ordinals (not regexes) so `timm.optim` forms the groups it forms for timm's Swin.
+    """
+    if name.startswith("patch_embed."):
+        return (0.0,)
+    m = _GROUP_DOWNSAMPLE.match(name)
+    if m:
+        stage = float(int(m.group(1)) + 1)
+        return (1.0, stage) if coarse else (1.0, stage, 0.0)
+    m = _GROUP_BLOCK.match(name)
+    if m:
+        return (1.0, float(m.group(1))) if coarse else (1.0, float(m.group(1)), float(m.group(2)))
+    if name.startswith("norm.") and not coarse:
+        return (1.0, MATCH_PREV_GROUP)
+    return (math.inf,)  # head (and norm when coarse), as timm's unmatched names
 
 
 # ------------------------------------------------------------------------------------------------ stage
@@ -104,12 +121,17 @@ class BasicLayer(nn.Module):
         ])
         self.downsample = downsample(input_resolution, dim=dim, norm_layer=norm_layer) if downsample else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's blocks without the downsample (the stage's feature map): [B, H, W, C] -> same."""
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
+                x = checkpoint(ops.bound(blk), x, use_reentrant=False)  # recompute on this backend
             else:
                 x = blk(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_blocks(x)
         return x if self.downsample is None else self.downsample(x)
 
     def extra_repr(self):
@@ -149,6 +171,10 @@ class SwinTransformer(nn.Module):
         self.patch_size = patch_size
         self.window_size = window_size
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.output_fmt = "NHWC"  # layout of forward_features and of the default features_only maps
+        stride = pair("patch_size", patch_size)[0]
+        self.feature_info = [dict(num_chs=int(embed_dim * 2 ** i), reduction=stride * 2 ** i, module=f"layers.{i}")
+                             for i in range(self.num_layers)]
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None,
                                       flatten=False, pad=True)
@@ -166,11 +192,22 @@ class SwinTransformer(nn.Module):
                 pad_order=pad_order))
         self.norm = norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights_trunc_normal)
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self):
         return {"relative_position_bias_table"}
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Parameter names to keep out of weight decay (timm / `timm.optim` convention)."""
+        return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        """Layer-wise parameter groups for `timm.optim` (same groups as timm's Swin; see
+        `swin_group_ordinal`)."""
+        return partial(swin_group_ordinal, coarse=coarse)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -187,7 +224,62 @@ class SwinTransformer(nn.Module):
         ref = self.norm.weight
         self.head = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
                      if num_classes > 0 else nn.Identity())
-        self.head.apply(_init_weights)
+        self.head.apply(init_weights_trunc_normal)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward that also returns stage feature maps (timm's backbone interface).
+
+        Args:
+            x: [B, in_chans, H, W], any size.
+            indices: stages to return (None: all; int n: the last n; or a sequence, negative from the end).
+            norm: apply the final norm to the last stage's map (only that one, as timm).
+            stop_early: skip the stages after the last one requested (use with `intermediates_only`).
+            output_fmt: "NCHW" (timm's default) or "NHWC".
+            intermediates_only: return only the list of maps.
+        Returns:
+            maps: one per requested stage, each the stage's output before its patch merging,
+            [B, C_i, H_i, W_i] (NCHW) or [B, H_i, W_i, C_i]; with `intermediates_only=False`,
+            `(final normalized map [B, H', W', C], maps)`.
+        """
+        check_output_fmt(output_fmt)
+        take, last = feature_take_indices(len(self.layers), indices)
+        layers = self.layers[:last + 1] if stop_early else self.layers
+        maps = []
+        x = self.pos_drop(self.patch_embed(x))  # [B, H/p, W/p, C]
+        for i, layer in enumerate(layers):
+            x = layer.forward_blocks(x)
+            if i in take:
+                y = self.norm(x) if norm and i == len(self.feature_info) - 1 else x  # the final stage only
+                maps.append(to_format(y, "NHWC", output_fmt))
+            if layer.downsample is not None and i < len(layers) - 1:
+                x = layer.downsample(x)
+        if intermediates_only:
+            return maps
+        return self.norm(x), maps
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages (and the last kept stage's patch merging) that `indices` do not need.
+
+        Returns:
+            the absolute stage indices to take.
+        """
+        take, last = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[:last + 1]
+        self.layers[-1].downsample = None
+        if prune_head:
+            self.reset_classifier(0)
+        if prune_norm:
+            self.norm = nn.Identity()
+        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_chans, H, W] -> normalized last-stage map [B, H', W', num_features]."""
@@ -234,273 +326,15 @@ def checkpoint_filter_fn(state_dict, model: SwinTransformer):
     return out
 
 
-# ---------------------------------------------------------------------------------------------- swap
-
-_ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax"}
-_BLOCK_CHILDREN = {"norm1", "attn", "norm2", "mlp", "drop_path", "drop_path1", "drop_path2"}
-
-
-def _window_pair(ws):
-    try:
-        return pair("window_size", tuple(ws) if isinstance(ws, (list, tuple, torch.Size)) else ws)
-    except (ValueError, TypeError):
-        return None
-
-
-def _is_foreign_window_attention(m) -> bool:
-    """An official/timm Swin v1 `WindowAttention`, recognised by structure (not by class name)."""
-    if isinstance(m, WindowAttention) or not isinstance(m, nn.Module):
-        return False
-    table, qkv, proj = (getattr(m, n, None) for n in ("relative_position_bias_table", "qkv", "proj"))
-    heads, window = getattr(m, "num_heads", None), _window_pair(getattr(m, "window_size", None))
-    if not (isinstance(table, nn.Parameter) and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)):
-        return False
-    if not isinstance(heads, int) or heads <= 0 or window is None or qkv.out_features % (3 * heads):
-        return False
-    wh, ww = window
-    if tuple(table.shape) != ((2 * wh - 1) * (2 * ww - 1), heads):
-        return False
-    if proj.in_features != qkv.out_features // 3 or proj.out_features != qkv.in_features or proj.bias is None:
-        return False
-    # Anything else holding state (Swin v2's logit_scale / cpb_mlp, q_bias ...) means another function.
-    if set(dict(m.named_children())) - _ATTN_CHILDREN:
-        return False
-    if any(n != "relative_position_bias_table" for n, _ in m.named_parameters(recurse=False)):
-        return False
-    scale = getattr(m, "scale", None)
-    if scale is not None and not isinstance(scale, (int, float)):
-        return False
-    index = getattr(m, "relative_position_index", None)
-    if index is not None:  # a non-standard index would be a different bias
-        expected = relative_position_index(window)
-        if not isinstance(index, torch.Tensor) or tuple(index.shape) != tuple(expected.shape):
-            return False
-        if not torch.equal(index.detach().cpu().long(), expected):
-            return False
-    return True
-
-
-def _dropout_p(m) -> float:
-    return float(m.p) if isinstance(m, nn.Dropout) else 0.0
-
-
-def _convert_window_attention(m) -> WindowAttention:
-    """fastwin.WindowAttention sharing the foreign module's parameters (same objects, not copies)."""
-    heads, window = m.num_heads, _window_pair(m.window_size)
-    head_dim = m.qkv.out_features // (3 * heads)
-    scale = getattr(m, "scale", None)
-    new = WindowAttention(m.qkv.in_features, window, heads, qkv_bias=m.qkv.bias is not None,
-                          qk_scale=float(scale) if scale else None, attn_drop=_dropout_p(getattr(m, "attn_drop", None)),
-                          proj_drop=_dropout_p(getattr(m, "proj_drop", None)), head_dim=head_dim)
-    new.qkv, new.proj = m.qkv, m.proj
-    new.relative_position_bias_table = m.relative_position_bias_table
-    ref = m.relative_position_bias_table
-    return new.to(device=ref.device)
-
-
-class _SwinBlockHW(SwinTransformerBlock):
-    """Detection/segmentation-style block: the caller sets `H`, `W` and calls `forward(x, mask_matrix)`.
-
-    The mask argument is accepted for signature compatibility and not read: the op derives the same
-    -100.0 shift mask over the padded map from region ids (verified by `swap`'s probe).
-    """
-
-    H: Optional[int] = None
-    W: Optional[int] = None
-
-    def forward(self, x: torch.Tensor, mask_matrix: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.H is None or self.W is None:
-            raise ValueError("set block.H and block.W (the map size) before calling it, as the detection BasicLayer does")
-        if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            raise ValueError(f"input must be [B, L, C], got {getattr(x, 'shape', type(x).__name__)}")
-        B, L, C = x.shape
-        if L != self.H * self.W:
-            raise ValueError(f"input has L = {L} tokens but H x W = {self.H} x {self.W}")
-        return self.forward_map(x.view(B, self.H, self.W, C)).reshape(B, L, C)
-
-
-def _source_pad_order(cls) -> Optional[str]:
-    """Order of the first `roll(` and `pad(` in the block's forward (and the methods it calls).
-
-    Returns "roll_pad", "pad_roll", "no_pad" (rolls but never pads: official classification code),
-    or None when the source is unavailable or shows neither.
-    """
-    try:
-        src = inspect.getsource(cls.forward)
-        for name in dict.fromkeys(re.findall(r"self\.(\w+)\(", src)):
-            fn = getattr(cls, name, None)
-            if inspect.isfunction(fn) and name != "forward":
-                src += inspect.getsource(fn)
-    except (OSError, TypeError):
-        return None
-    src = "\n".join(line.split("#", 1)[0] for line in src.splitlines())  # ignore comments
-    roll, pad = src.find("roll("), re.search(r"\bpad\(", src)
-    if roll < 0:
-        return None
-    if pad is None:
-        return "no_pad"
-    return "roll_pad" if roll < pad.start() else "pad_roll"
-
-
-class _Probe:
-    """Runs the foreign block and a candidate on the same random input, in eval mode, without grad."""
-
-    def __init__(self, block: nn.Module):
-        self.block = block
-        ref = next(block.parameters())
-        self.device, self.dtype = ref.device, ref.dtype
-        self.tol = 1e-4 if ref.dtype in (torch.float32, torch.float64) else 2e-2
-        self.gen = torch.Generator().manual_seed(0)
-
-    def randn(self, *shape):
-        return torch.randn(*shape, generator=self.gen).to(self.device, self.dtype)
-
-    def close(self, a, b) -> bool:
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
-            return False
-        scale = b.detach().double().abs().max().clamp_min(1e-6)
-        return bool(((a.double() - b.double()).abs().max() / scale) <= self.tol)
-
-    def run(self, fn):
-        modes = [(mod, mod.training) for mod in self.block.modules()]
-        self.block.eval()
-        try:
-            with torch.no_grad():
-                return fn()
-        except Exception:  # the foreign block refused this input: not a match for this probe
-            return None
-        finally:
-            for mod, mode in modes:
-                mod.train(mode)
-
-
-def _block_parts(m):
-    """(attn, norm1, norm2, mlp, drop_path, window, shift) of a Swin v1 block, or None."""
-    if isinstance(m, SwinTransformerBlock) or not isinstance(m, nn.Module):
-        return None
-    attn = getattr(m, "attn", None)
-    if not (isinstance(attn, WindowAttention) or _is_foreign_window_attention(attn)):
-        return None
-    norm1, norm2, mlp = (getattr(m, n, None) for n in ("norm1", "norm2", "mlp"))
-    if not all(isinstance(p, nn.Module) for p in (norm1, norm2, mlp)):
-        return None
-    # Extra children or own parameters (layer scale, post-norm variants ...) compute something else.
-    if set(dict(m.named_children())) - _BLOCK_CHILDREN or any(True for _ in m.named_parameters(recurse=False)):
-        return None
-    window = _window_pair(getattr(m, "window_size", None))
-    shift = getattr(m, "shift_size", None)
-    try:
-        shift = pair("shift_size", tuple(shift) if isinstance(shift, (list, tuple)) else shift, allow_zero=True)
-    except (ValueError, TypeError):
-        return None
-    if window is None or window != _window_pair(attn.window_size):
-        return None
-    drop_path = getattr(m, "drop_path", None) or getattr(m, "drop_path1", None)
-    return attn, norm1, norm2, mlp, drop_path, window, shift
-
-
-def _plan_block(m) -> Optional[SwinTransformerBlock]:
-    """Build a verified fastwin block for foreign block `m`, or None when it cannot be matched safely.
-
-    The kind (detection `forward(x, mask_matrix)` with `H`/`W`, `[B, L, C]` official, `[B, H, W, C]`
-    timm) and the pad/roll order are detected, and the candidate must reproduce `m` on random inputs:
-    for detection blocks at a size not divisible by the window (so the order matters), for the others
-    at their `input_resolution`.
-    """
-    parts = _block_parts(m)
-    if parts is None:
-        return None
-    attn, norm1, norm2, mlp, drop_path, window, shift = parts
-    params = list(inspect.signature(m.forward).parameters)
-    detection = "mask_matrix" in params or (len(params) >= 2 and hasattr(m, "H") and hasattr(m, "W"))
-    res = getattr(m, "input_resolution", None)
-    if not detection and _window_pair(res) is None:
-        return None
-    order = _source_pad_order(type(m))
-    orders = ["roll_pad"] if order == "no_pad" else [order] if order in PAD_ORDERS else list(PAD_ORDERS)
-    probe = _Probe(m)
-    new_attn = attn if isinstance(attn, WindowAttention) else _convert_window_attention(attn)
-    C = new_attn.dim
-
-    if detection:
-        (wh, ww), sizes = window, [(window[0] + 3, window[1] + 5), (2 * window[0], window[1] + 1)]
-
-        def call_orig(x, H, W):
-            old = (getattr(m, "H", None), getattr(m, "W", None))
-            m.H, m.W = H, W
-            try:
-                Hp, Wp = _ceil_div(H, wh) * wh, _ceil_div(W, ww) * ww
-                mask_shift = shift if any(shift) else (wh // 2, ww // 2)  # what the parent layer passes
-                mask = shift_mask(Hp, Wp, window, mask_shift, device=x.device, dtype=x.dtype)
-                return m(x, mask)
-            finally:
-                m.H, m.W = old
-
-        inputs = [(probe.randn(2, H * W, C), H, W) for H, W in sizes]
-    else:
-        H, W = _window_pair(res)
-        x4 = probe.randn(2, H, W, C)
-        y4 = probe.run(lambda: m(x4))
-        nhwc = isinstance(y4, torch.Tensor) and y4.shape == x4.shape
-        inputs = [(x4 if nhwc else x4.flatten(1, 2), H, W)]
-
-        def call_orig(x, H, W):
-            return m(x)
-
-    expected = [probe.run(lambda i=i: call_orig(*i)) for i in inputs]
-    if any(e is None for e in expected):
-        return None
-    for pad_order in orders:
-        cls = _SwinBlockHW if detection else SwinTransformerBlock
-        cand = cls.from_modules(new_attn, norm1, norm2, mlp, drop_path, window, shift,
-                                None if detection else res, pad_order)
-        ok = True
-        for (x, H, W), want in zip(inputs, expected):
-            if detection:
-                cand.H, cand.W = H, W
-            got = probe.run(lambda: cand(x))
-            ok = ok and probe.close(got, want)
-        if detection:
-            cand.H, cand.W = getattr(m, "H", None), getattr(m, "W", None)
-        if ok:
-            return cand
-    return None
-
-
-# Plans are built in `matches` (the probe decides) and handed to `convert` without recomputing.
-_PLANS: "weakref.WeakKeyDictionary[nn.Module, SwinTransformerBlock]" = weakref.WeakKeyDictionary()
-
-
-def _matches_block(m) -> bool:
-    if _block_parts(m) is None:
-        return False
-    plan = _plan_block(m)
-    if plan is not None:
-        _PLANS[m] = plan
-    return plan is not None
-
-
-def _convert_block(m) -> SwinTransformerBlock:
-    plan = _PLANS.pop(m, None) or _plan_block(m)
-    if plan is None:
-        raise RuntimeError(f"swin_block: {type(m).__name__} no longer matches (changed since it was probed?)")
-    return plan
-
-
-register_swap("swin_block", _matches_block, _convert_block)
-register_swap("swin_window_attention", _is_foreign_window_attention, _convert_window_attention)
-
-
 # ---------------------------------------------------------------------------------------------- configs
 
-def _cfg(input_size=224, crop_pct=0.9, **kwargs):
-    return dict(input_size=(3, input_size, input_size), crop_pct=crop_pct, interpolation="bicubic",
-                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
-                first_conv="patch_embed.proj", classifier="head", **kwargs)
+def _cfg(input_size=224, crop_pct=0.9, tag="ms_in22k_ft_in1k"):
+    # timm's defaults for these weights; the classifier is `head` here (timm's `head.fc`, see the filter)
+    return pretrained_cfg(input_size, crop_pct, classifier="head", pool_size=(input_size // 32,) * 2, tag=tag)
 
 
 default_cfgs = {
-    "swin_tiny_patch4_window7_224": _cfg(),
+    "swin_tiny_patch4_window7_224": _cfg(tag="ms_in1k"),
     "swin_small_patch4_window7_224": _cfg(),
     "swin_base_patch4_window7_224": _cfg(),
     "swin_base_patch4_window12_384": _cfg(384, crop_pct=1.0),
@@ -511,8 +345,7 @@ default_cfgs = {
 
 def _create_swin(variant: str, model_args: dict, kwargs: dict) -> SwinTransformer:
     model = SwinTransformer(**{**model_args, **kwargs})
-    model.pretrained_cfg = dict(default_cfgs[variant], architecture=variant)
-    return model
+    return with_pretrained_cfg(model, variant, default_cfgs[variant])
 
 
 # ------------------------------------------------------------------------------------------ entry points

@@ -10,7 +10,7 @@ Layout: NCHW `[B, C, H, W]` between blocks (as the official code); SABlocks work
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -18,10 +18,11 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import ops
 from ..layers import Attention, DropPath, Mlp
-from ..swap import register_swap
+from ..layers.checks import features as _check_features
+from ..utils import init_weights_trunc_normal
 from .checkpoint import checkpoint_filter
-from .registry import register_model
-from .vit import convert_attention, match_attention
+from .features import check_image, check_output_fmt, feature_take_indices, to_format
+from .registry import pretrained_cfg, register_model, register_pretrained_cfgs
 
 __all__ = ["UniFormer", "CBlock", "SABlock", "CMlp"]
 
@@ -38,19 +39,6 @@ def _cast(t: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
     """Parameters in the activation dtype: under autocast the 1x1 convs hand bf16/fp16 maps to the
     depthwise op, whose weights stay fp32 (a no-op without autocast)."""
     return None if t is None else t.to(x.dtype)
-
-
-def _is_dwconv(conv, k: int) -> bool:
-    """True for the official depthwise conv: k x k, stride 1, 'same' zero padding, groups == channels."""
-    return (
-        type(conv) is nn.Conv2d
-        and conv.in_channels == conv.out_channels == conv.groups
-        and conv.kernel_size == (k, k)
-        and conv.stride == (1, 1)
-        and conv.padding == (k // 2, k // 2)
-        and conv.dilation == (1, 1)
-        and conv.padding_mode == "zeros"
-    )
 
 
 class CMlp(nn.Module):
@@ -96,6 +84,7 @@ class CBlock(nn.Module):
         self.mlp = CMlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
         pe, at = self.pos_embed, self.attn
         x = ops.dwconv2d(x, _cast(pe.weight, x), _cast(pe.bias, x), residual=True)
         h = self.conv1(self.norm1(x))
@@ -133,6 +122,7 @@ class SABlock(nn.Module):
             self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
         B, C, H, W = x.shape
         pe, n1 = self.pos_embed, self.norm1
         x, h = ops.dwconv_layernorm(x, _cast(pe.weight, x), _cast(pe.bias, x), _cast(n1.weight, x),
@@ -240,6 +230,10 @@ class UniFormer(nn.Module):
         self.num_features = embed_dim[-1]
         self.conv_stem = conv_stem
         self.grad_checkpointing = False
+        self.num_stages = 4  # fewer once `prune_intermediate_layers` dropped later stages
+        self.output_fmt = "NCHW"
+        self.feature_info = [dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f"blocks{i + 1}")
+                             for i in range(4)]
         if conv_stem:
             self.patch_embed1 = ConvStemHead(in_chans, embed_dim[0])
             self.patch_embed2 = ConvStemMiddle(embed_dim[0], embed_dim[1])
@@ -266,17 +260,7 @@ class UniFormer(nn.Module):
         self.norm = nn.BatchNorm2d(embed_dim[-1])
         self.pre_logits = nn.Identity()  # official representation layer, unused by every variant
         self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_weights_trunc_normal)
 
     # -- timm-style surface --------------------------------------------------------------------------
 
@@ -291,6 +275,28 @@ class UniFormer(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Parameter names to keep out of weight decay (beyond timm's 1-D rule): none.
+
+        The official set (`pos_embed`, `cls_token`) names no parameter of this model, whose position
+        embeddings are convolutions; biases, norms and layer scales are 1-D and excluded by timm anyway.
+        """
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer-wise parameter groups for `timm.optim`, in timm's Swin style: the stem, then per
+        stage its patch embedding with the first block, each block, the final norm with the last."""
+        return dict(
+            stem=r"^patch_embed1\.",
+            blocks=r"^(?:patch_embed|blocks)(\d+)" if coarse else [
+                (r"^patch_embed(\d+)\.", (0,)),
+                (r"^blocks(\d+)\.(\d+)\.", None),
+                (r"^norm\.", (99999,)),
+            ],
+        )
+
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         if global_pool not in (None, "", "avg"):
             raise ValueError(f"UniFormer only supports global_pool='avg', got {global_pool!r}")
@@ -298,10 +304,7 @@ class UniFormer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _check_input(self, x):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"input must be [B, {self.in_chans}, H, W], got shape {tuple(x.shape)}")
+        check_image(x, self.in_chans)
         if not self.conv_stem and min(x.shape[-2:]) < 32:
             # patch stem: 4x then three 2x patchifications need at least a 32 px side
             raise ValueError(f"input must be at least 32x32 for the patch stem, got {tuple(x.shape[-2:])}")
@@ -309,20 +312,77 @@ class UniFormer(nn.Module):
     def _run_blocks(self, blocks: nn.ModuleList, x):
         for blk in blocks:
             if self.grad_checkpointing and isinstance(blk, SABlock) and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
+                x = checkpoint(ops.bound(blk), x, use_reentrant=False)  # recompute on this backend
             else:
                 x = blk(x)
         return x
 
+    def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage i (0-based): its patch embedding, then its blocks."""
+        x = getattr(self, f"patch_embed{i + 1}")(x)
+        if i == 0:
+            x = self.pos_drop(x)
+        return self._run_blocks(getattr(self, f"blocks{i + 1}"), x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, H, W] -> normalized final map [B, 512, H/32, W/32] (floored / ceiled by the stem)."""
         self._check_input(x)
-        x = self.pos_drop(self.patch_embed1(x))
-        x = self._run_blocks(self.blocks1, x)
-        x = self._run_blocks(self.blocks2, self.patch_embed2(x))
-        x = self._run_blocks(self.blocks3, self.patch_embed3(x))
-        x = self._run_blocks(self.blocks4, self.patch_embed4(x))
+        for i in range(self.num_stages):
+            x = self._stage(i, x)
         return self.pre_logits(self.norm(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward that also returns the four stage maps (timm's backbone interface).
+
+        Args:
+            x: [B, C_in, H, W].
+            indices: stages to return (None: all; int n: the last n; or a sequence, negative from the end).
+            norm: apply the final BatchNorm to the last stage's map.
+            stop_early: skip the stages after the last one requested.
+            output_fmt: "NCHW" or "NHWC".
+            intermediates_only: return only the list of maps.
+        Returns:
+            maps [B, C_i, H/2^(i+2), W/2^(i+2)] (NCHW) or their NHWC permutations; with
+            `intermediates_only=False`, `(final normalized map [B, C, h, w], maps)`.
+        """
+        check_output_fmt(output_fmt)
+        self._check_input(x)
+        take, last = feature_take_indices(self.num_stages, indices)
+        maps = []
+        for i in range(last + 1 if stop_early else self.num_stages):
+            x = self._stage(i, x)
+            if i in take:
+                y = self.norm(x) if norm and i == len(self.feature_info) - 1 else x  # the final stage only
+                maps.append(to_format(y, "NCHW", output_fmt))
+        if intermediates_only:
+            return maps
+        return self.pre_logits(self.norm(x)), maps
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages that `indices` do not need (their modules become empty).
+
+        Returns:
+            the absolute stage indices to take.
+        """
+        take, last = feature_take_indices(self.num_stages, indices)
+        for i in range(last + 1, self.num_stages):
+            setattr(self, f"patch_embed{i + 1}", nn.Identity())
+            setattr(self, f"blocks{i + 1}", nn.ModuleList())
+        self.num_stages = last + 1
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """[B, C, h, w] -> spatial mean [B, C] -> logits [B, num_classes] (unless `pre_logits`)."""
@@ -355,60 +415,20 @@ def checkpoint_filter_fn(state_dict, model: UniFormer):
 
 
 # ---------------------------------------------------------------------------------------------------
-# swap rules: official UniFormer blocks -> fastwin blocks reusing the same submodules (same tensors)
+# default configs (Sense-X/UniFormer evaluates as DeiT: ImageNet mean/std, bicubic, 224 / 256 crop)
+
+def _cfg(conv_stem: bool = False):
+    return pretrained_cfg(224, crop_pct=0.875, first_conv="patch_embed1.proj.0" if conv_stem else "patch_embed1.proj",
+                          classifier="head", pool_size=(7, 7), tag="in1k")
 
 
-def _is_layernorm_c(norm, dim) -> bool:
-    return type(norm) is nn.LayerNorm and tuple(norm.normalized_shape) == (dim,)
-
-
-def _match_cblock(m: nn.Module) -> bool:
-    if type(m).__name__ != "CBlock" or isinstance(m, CBlock):
-        return False
-    children = dict(m.named_children())
-    if set(children) != {"pos_embed", "norm1", "conv1", "conv2", "attn", "drop_path", "norm2", "mlp"}:
-        return False
-    if list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)):
-        return False
-    return _is_dwconv(m.pos_embed, 3) and _is_dwconv(m.attn, 5)
-
-
-def _convert_cblock(m: nn.Module) -> CBlock:
-    dim = m.pos_embed.in_channels
-    new = CBlock(dim, mlp_ratio=1.0)
-    for name, child in m.named_children():  # same modules, so weights, BN statistics and settings carry over
-        setattr(new, name, child)
-    return new
-
-
-def _match_sablock(m: nn.Module) -> bool:
-    if type(m).__name__ != "SABlock" or isinstance(m, SABlock):
-        return False
-    children = dict(m.named_children())
-    if set(children) != {"pos_embed", "norm1", "attn", "drop_path", "norm2", "mlp"}:
-        return False
-    dim = m.pos_embed.in_channels if isinstance(m.pos_embed, nn.Conv2d) else -1
-    ls = getattr(m, "ls", None)
-    own = {n for n, _ in m.named_parameters(recurse=False)}
-    if ls not in (True, False) or own != ({"gamma_1", "gamma_2"} if ls else set()):
-        return False
-    if list(m.buffers(recurse=False)):
-        return False
-    return _is_dwconv(m.pos_embed, 3) and _is_layernorm_c(m.norm1, dim) and match_attention(m.attn)
-
-
-def _convert_sablock(m: nn.Module) -> SABlock:
-    dim = m.pos_embed.in_channels
-    new = SABlock(dim, m.attn.num_heads, mlp_ratio=1.0, layer_scale=1.0 if m.ls else None)
-    for name, child in m.named_children():
-        setattr(new, name, convert_attention(child) if name == "attn" else child)
-    if m.ls:
-        new.gamma_1, new.gamma_2 = m.gamma_1, m.gamma_2
-    return new
-
-
-register_swap("uniformer.CBlock", _match_cblock, _convert_cblock)
-register_swap("uniformer.SABlock", _match_sablock, _convert_sablock)
+register_pretrained_cfgs({
+    "uniformer_small": _cfg(),
+    "uniformer_small_plus": _cfg(conv_stem=True),
+    "uniformer_small_plus_dim64": _cfg(conv_stem=True),
+    "uniformer_base": _cfg(),
+    "uniformer_base_ls": _cfg(),
+})
 
 
 # ---------------------------------------------------------------------------------------------------

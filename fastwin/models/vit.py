@@ -2,23 +2,28 @@
 
 Class token, learned absolute position embedding (bicubically resampled for other input sizes, as
 timm), pre-norm blocks whose attention runs `fastwin.ops.attention`, `token` or `avg` pooling.
-Also hosts the swap rule for timm / UniFormer `Attention` modules, which DeiT, the hybrid and
-UniFormer share.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .. import ops
 from ..layers import Attention, DropPath, Mlp, PatchEmbed
-from ..swap import register_swap
 from .checkpoint import checkpoint_filter
-from .registry import register_model
+from .features import check_image, check_output_fmt, feature_take_indices
+from .registry import (
+    IMAGENET_INCEPTION_MEAN,
+    IMAGENET_INCEPTION_STD,
+    pretrained_cfg,
+    register_model,
+    register_pretrained_cfgs,
+)
 
 __all__ = ["VisionTransformer", "Block", "LayerScale", "resample_abs_pos_embed"]
 
@@ -164,6 +169,10 @@ class VisionTransformer(nn.Module):
             p = _pair(patch_size)
             self.grid_size = (img_size[0] // p[0], img_size[1] // p[1])
         num_patches = self.grid_size[0] * self.grid_size[1]
+        reduction = img_size[0] // self.grid_size[0] if self.grid_size[0] else _pair(patch_size)[0]
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
+        self.default_out_indices = 3  # timm's features_only default for ViTs: the last 3 blocks
+        self.output_fmts = ("NCHW", "NHWC", "NLC")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
@@ -197,6 +206,19 @@ class VisionTransformer(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Parameter names to keep out of weight decay (timm's set)."""
+        return {"pos_embed", "cls_token", "dist_token"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer-wise parameter groups for `timm.optim` (timm's ViT / DeiT matcher)."""
+        return dict(
+            stem=r"^cls_token|dist_token|pos_embed|patch_embed",  # tokens, position embedding, (hybrid) stem
+            blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        )
+
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         if global_pool is not None:
             if global_pool not in POOLS or (global_pool == "token" and self.cls_token is None):
@@ -218,16 +240,82 @@ class VisionTransformer(nn.Module):
         x = torch.cat(self._prefix_tokens(B) + [x.reshape(B, h * w, D)], dim=1)
         return self.pos_drop(x + pos)
 
+    def _check_input(self, x) -> None:
+        check_image(x, self.in_chans)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List, Tuple[torch.Tensor, List]]:
+        """Forward that also returns block outputs (timm's backbone interface).
+
+        Args:
+            x: [B, C_in, H, W].
+            indices: blocks to return (None: all; int n: the last n; or a sequence, negative from the end).
+            return_prefix_tokens: return (map, prefix tokens [B, prefix, D]) pairs.
+            norm: apply the final norm to every returned block output.
+            stop_early: skip the blocks after the last one requested.
+            output_fmt: "NCHW" ([B, D, h, w]), "NHWC" or "NLC" ([B, h*w, D]).
+            intermediates_only: return only the list.
+        Returns:
+            the per-block patch-token maps (class/distillation tokens split off); with
+            `intermediates_only=False`, `(final normalized tokens [B, prefix + N, D], maps)`.
+        """
+        check_output_fmt(output_fmt, self.output_fmts)
+        self._check_input(x)
+        take, last = feature_take_indices(len(self.blocks), indices)
+        grid = self.patch_embed(x)  # [B, h, w, D]
+        B, h, w, _ = grid.shape
+        x = self._pos_embed(grid)
+        blocks = self.blocks[:last + 1] if stop_early else self.blocks
+        outs = []
+        for i, blk in enumerate(blocks):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(ops.bound(blk), x, use_reentrant=False)
+            else:
+                x = blk(x)
+            if i in take:
+                outs.append(self.norm(x) if norm else x)
+        maps = []
+        for y in outs:
+            prefix, tokens = y[:, :self.num_prefix_tokens], y[:, self.num_prefix_tokens:]
+            if output_fmt != "NLC":
+                tokens = tokens.reshape(B, h, w, -1)
+                tokens = (tokens.permute(0, 3, 1, 2) if output_fmt == "NCHW" else tokens).contiguous()
+            maps.append((tokens, prefix) if return_prefix_tokens and self.num_prefix_tokens else tokens)
+        if intermediates_only:
+            return maps
+        return self.norm(x), maps
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the blocks after the last one `indices` needs (and the norm / head on request).
+
+        Returns:
+            the absolute block indices to take.
+        """
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = nn.Identity()
+            self.reset_classifier(0)
+        return take
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, H, W] -> normalized tokens [B, prefix + N, D]."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"input must be [B, {self.in_chans}, H, W], got shape {tuple(x.shape)}")
+        self._check_input(x)
         x = self._pos_embed(self.patch_embed(x))
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
+                x = checkpoint(ops.bound(blk), x, use_reentrant=False)  # recompute on this backend
             else:
                 x = blk(x)
         return self.norm(x)
@@ -267,58 +355,13 @@ def checkpoint_filter_fn(state_dict, model: VisionTransformer):
 
 
 # ---------------------------------------------------------------------------------------------------
-# swap rule: timm / UniFormer `Attention` -> fastwin Attention with the same Linear modules
+# default configs (timm's; augreg weights are normalized with mean = std = 0.5)
 
-
-class SwappedAttention(Attention):
-    """`fastwin.layers.Attention` that also takes timm's `forward(x, attn_mask=None, is_causal=False)`."""
-
-    def forward(self, x, attn_mask=None, is_causal=False):
-        if attn_mask is not None or is_causal:
-            raise ValueError("fastwin attention swapped into this model supports no attn_mask / is_causal")
-        return super().forward(x)
-
-
-_ALLOWED_CHILDREN = {"qkv": nn.Linear, "proj": nn.Linear, "attn_drop": nn.Dropout, "proj_drop": nn.Dropout,
-                     "q_norm": nn.Identity, "k_norm": nn.Identity, "norm": nn.Identity}
-
-
-def match_attention(m: nn.Module) -> bool:
-    """A plain global MHSA (`qkv` Linear(C, 3C), `proj` Linear(C, C), `num_heads`, `scale`) with no
-    q/k norm, gate, bias table or other extras fastwin would silently drop."""
-    if type(m).__name__ != "Attention" or isinstance(m, Attention):
-        return False
-    children = dict(m.named_children())
-    if "qkv" not in children or "proj" not in children:
-        return False
-    if any(type(c) is not _ALLOWED_CHILDREN.get(n) for n, c in children.items()):
-        return False
-    if list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)) or getattr(m, "gate", None) is not None:
-        return False
-    heads, scale = getattr(m, "num_heads", None), getattr(m, "scale", None)
-    if isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
-        return False
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        return False
-    qkv, proj = m.qkv, m.proj
-    dim = qkv.in_features
-    if qkv.out_features != 3 * dim or proj.in_features != dim or proj.out_features != dim or proj.bias is None:
-        return False
-    return dim % heads == 0 and getattr(m, "head_dim", dim // heads) == dim // heads
-
-
-def convert_attention(m: nn.Module) -> SwappedAttention:
-    dim = m.qkv.in_features
-    new = SwappedAttention(dim, m.num_heads, qkv_bias=m.qkv.bias is not None, qk_scale=float(m.scale))
-    new.scale = float(m.scale)  # `qk_scale or default` would turn an explicit 0.0 into the default
-    new.qkv, new.proj = m.qkv, m.proj  # the same modules: weights are shared, not copied
-    for name in ("attn_drop", "proj_drop"):
-        if hasattr(m, name):
-            setattr(new, name, getattr(m, name))
-    return new
-
-
-register_swap("Attention", match_attention, convert_attention)
+register_pretrained_cfgs({
+    f"vit_{size}_patch16_224": pretrained_cfg(224, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD,
+                                              tag="augreg2_in21k_ft_in1k" if size == "base" else "augreg_in21k_ft_in1k")
+    for size in ("tiny", "small", "base", "large")
+})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,7 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import register_model
+from .registry import (
+    IMAGENET_INCEPTION_MEAN,
+    IMAGENET_INCEPTION_STD,
+    pretrained_cfg,
+    register_model,
+    register_pretrained_cfgs,
+)
 from .vit import VisionTransformer
 
 __all__ = ["StdConv2dSame", "GroupNormAct", "Bottleneck", "ResNetV2Backbone", "HybridEmbed"]
@@ -198,6 +204,14 @@ def _hybrid(layers: Sequence[int], patch_size: int, model_args: dict, channels=(
         return HybridEmbed(backbone, patch_size, embed_dim, chans)
 
     return VisionTransformer(**dict(dict(model_args, embed_layer=embed_layer), **kwargs))
+
+
+register_pretrained_cfgs({
+    "vit_small_r26_s32_224": pretrained_cfg(224, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD,
+                                            first_conv="patch_embed.backbone.stem.conv", tag="augreg_in21k_ft_in1k"),
+    "vit_tiny_r_s16_p8_224": pretrained_cfg(224, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD,
+                                            first_conv="patch_embed.backbone.conv", tag="augreg_in21k_ft_in1k"),
+})
 
 
 @register_model

@@ -1,44 +1,83 @@
-"""Functional ops: validate arguments, pick a backend, run it.
+"""Functional ops: validate the arguments, describe the call, run it on the chosen backend.
 
-All ops take the packed qkv projection output (channel order `(3, heads, d)`, exactly what
-`nn.Linear(C, 3C)` produces) so the fused kernels can read q, k and v without a copy.
+All attention ops take the packed qkv projection output (channel order `(3, heads, d)`, exactly what
+`nn.Linear(C, 3C)` produces) so the fused kernels can read q, k and v without a copy. Every op takes
+`backend=None` to override the thread's backend choice for that call (see `fastwin.dispatch`).
+`describe(op, *args, **kwargs)` returns the `dispatch.Call` an op call would be dispatched with,
+without running anything; `fastwin.dispatch.choose`-style questions go through `dispatch.select`.
+
+Masks follow the reference: an additive mask row that is entirely `-inf` (a query that may attend
+to nothing) gives an output row of zeros and zero gradients on every backend.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
 from .. import dispatch
-from ..reference.window import PAD_ORDERS
+from ..reference.window import PAD_ORDERS, relative_position_index, shift_mask
 from . import checks
 
 IntOrPair = Union[int, Tuple[int, int]]
 
-__all__ = ["shifted_window_attention", "window_attention", "attention", "dwconv2d", "dwconv_layernorm", "last_backend", "last_call"]
-
-_last = {"backend": None, "call": None}
-
-
-def last_backend() -> Optional[str]:
-    """Name of the backend that ran the most recent fastwin op (for tests and debugging)."""
-    return _last["backend"]
+__all__ = ["PAD_ORDERS", "attention", "backend_name", "bound", "describe", "dwconv2d", "dwconv_layernorm",
+           "linear_gelu", "relative_position_index", "shift_mask", "shifted_window_attention", "window_attention"]
 
 
-def last_call() -> Optional[dispatch.Call]:
-    """The `dispatch.Call` of the most recent fastwin op (what backends were asked to support)."""
-    return _last["call"]
+def backend_name(name: Optional[str]) -> Optional[str]:
+    """Validate a `backend=` value a module keeps (None, "auto" or a backend name; availability is
+    checked when the module runs, since modules are often built before moving to a GPU)."""
+    if name is not None and name not in dispatch.CHOICES:
+        raise ValueError(f"backend must be None or one of {dispatch.CHOICES}, got {name!r}")
+    return name
 
 
-def _run(op: str, ref: torch.Tensor, requires_grad: bool, params: dict, *args):
-    call = dispatch.Call(op, ref.device, ref.dtype, requires_grad, tuple(sorted(params.items())))
-    name, impl = dispatch.select(call)
-    _last["backend"], _last["call"] = name, call
-    return impl(*args)
+def bound(fn: Callable) -> Callable:
+    """`fn` running with this thread's current backend choice wherever it is called (for checkpointed
+    blocks, which autograd may recompute in its own threads); see `fastwin.dispatch.bind`."""
+    return dispatch.bind(fn)
 
 
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _logit_scale(t, qkv: torch.Tensor, num_heads: int) -> Optional[torch.Tensor]:
+    """Swin V2's per-head logit multiplier: [heads] (or [heads, 1, 1]) -> [heads] in qkv's dtype."""
+    if t is None:
+        return None
+    checks.tensor("logit_scale", t)
+    checks.same_device("logit_scale", t, "qkv", qkv)
+    if t.numel() != num_heads:
+        raise ValueError(f"logit_scale must have num_heads = {num_heads} elements ([heads] or [heads, 1, 1]), "
+                         f"got shape {tuple(t.shape)}")
+    return t.reshape(num_heads).to(qkv.dtype)
+
+
+# ------------------------------------------------------------------------------------------- attention
+
+def _shifted_window_attention(qkv, num_heads, window_size, shift_size=0, rel_pos_bias_table=None, qkv_bias=None,
+                              scale=None, pad_order="roll_pad", dropout_p=0.0, logit_scale=None):
+    checks.tensor("qkv", qkv, 4, "[B, H, W, 3 * heads * d]")
+    d = checks.heads_and_dim("qkv", qkv.shape[-1], num_heads, qkv.shape)
+    window = checks.pair("window_size", window_size)
+    shift = checks.pair("shift_size", shift_size, allow_zero=True)
+    if shift[0] >= window[0] or shift[1] >= window[1]:
+        raise ValueError(f"shift_size must be smaller than window_size in each dim, got shift {shift}, window {window}")
+    checks.bias_table(rel_pos_bias_table, qkv, window, num_heads)
+    checks.optional_like("qkv_bias", qkv_bias, qkv, "qkv", (qkv.shape[-1],))
+    if pad_order not in PAD_ORDERS:
+        raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
+    scale = checks.scale(scale, d, qkv.dtype)
+    dropout_p = checks.dropout(dropout_p)
+    logit_scale = _logit_scale(logit_scale, qkv, num_heads)
+    call = dispatch.WindowAttentionCall(
+        "shifted_window_attention", qkv.device.type, qkv.dtype,
+        _needs_grad(qkv, rel_pos_bias_table, qkv_bias, logit_scale), num_heads, d, window, shift, pad_order,
+        dropout_p, rel_pos_bias_table is not None, qkv_bias is not None, False, logit_scale is not None)
+    return call, (qkv, num_heads, window, shift, rel_pos_bias_table, qkv_bias, scale, pad_order, dropout_p,
+                  logit_scale)
 
 
 def shifted_window_attention(
@@ -51,6 +90,8 @@ def shifted_window_attention(
     scale: Optional[float] = None,
     pad_order: str = "roll_pad",
     dropout_p: float = 0.0,
+    logit_scale: Optional[torch.Tensor] = None,
+    backend: Optional[str] = None,
 ) -> torch.Tensor:
     """Swin (shifted-)window attention on an un-partitioned qkv map, partition-free.
 
@@ -72,26 +113,45 @@ def shifted_window_attention(
         scale: logit scale, default d ** -0.5.
         pad_order: "roll_pad" (timm: roll, then pad) or "pad_roll" (detection code: pad, then roll).
         dropout_p: attention dropout probability (only the reference path implements it).
+        logit_scale: Swin V2 cosine attention: [heads] per-head multipliers (already clamped and
+            exponentiated); q and k are L2-normalized per head and `scale` is ignored.
+        backend: run this call on this backend instead of the thread's choice.
 
     Returns:
         [B, H, W, heads * d] at the original (un-shifted) positions.
     """
-    checks.tensor("qkv", qkv, 4, "[B, H, W, 3 * heads * d]")
+    call, args = _shifted_window_attention(qkv, num_heads, window_size, shift_size, rel_pos_bias_table, qkv_bias,
+                                           scale, pad_order, dropout_p, logit_scale)
+    return dispatch.run(call, backend, *args)
+
+
+def _window_attention(qkv, num_heads, window_size, rel_pos_bias_table=None, mask=None, scale=None, dropout_p=0.0,
+                      logit_scale=None):
+    checks.tensor("qkv", qkv, 3, "[B*nW, N, 3 * heads * d]")
     d = checks.heads_and_dim("qkv", qkv.shape[-1], num_heads, qkv.shape)
     window = checks.pair("window_size", window_size)
-    shift = checks.pair("shift_size", shift_size, allow_zero=True)
-    if shift[0] >= window[0] or shift[1] >= window[1]:
-        raise ValueError(f"shift_size must be smaller than window_size in each dim, got shift {shift}, window {window}")
+    n = window[0] * window[1]
+    if qkv.shape[1] != n:
+        raise ValueError(f"qkv has {qkv.shape[1]} tokens per window but window_size {window} has {n} "
+                         f"(shape {tuple(qkv.shape)})")
     checks.bias_table(rel_pos_bias_table, qkv, window, num_heads)
-    checks.optional_like("qkv_bias", qkv_bias, qkv, "qkv", (qkv.shape[-1],))
-    if pad_order not in PAD_ORDERS:
-        raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
-    scale = checks.scale(scale, d)
+    if mask is not None:
+        checks.tensor("mask", mask, 3, "[nW, N, N]")
+        checks.same_device("mask", mask, "qkv", qkv)
+        if mask.shape[1:] != (n, n) or mask.shape[0] == 0 or qkv.shape[0] % mask.shape[0]:
+            raise ValueError(
+                f"mask must have shape [nW, {n}, {n}] with nW dividing qkv.shape[0] = {qkv.shape[0]}, "
+                f"got {tuple(mask.shape)}"
+            )
+        mask = mask.to(qkv.dtype)  # added in qkv's dtype, as the official code does
+    scale = checks.scale(scale, d, qkv.dtype)
     dropout_p = checks.dropout(dropout_p)
-    params = dict(head_dim=d, window_size=window, shift_size=shift, dropout_p=dropout_p, pad_order=pad_order)
-    grad = _needs_grad(qkv, rel_pos_bias_table, qkv_bias)
-    return _run("shifted_window_attention", qkv, grad, params,
-                qkv, num_heads, window, shift, rel_pos_bias_table, qkv_bias, scale, pad_order, dropout_p)
+    logit_scale = _logit_scale(logit_scale, qkv, num_heads)
+    call = dispatch.WindowAttentionCall(
+        "window_attention", qkv.device.type, qkv.dtype, _needs_grad(qkv, rel_pos_bias_table, mask, logit_scale),
+        num_heads, d, window, (0, 0), "roll_pad", dropout_p, rel_pos_bias_table is not None, False,
+        mask is not None, logit_scale is not None)
+    return call, (qkv, num_heads, window, rel_pos_bias_table, mask, scale, dropout_p, logit_scale)
 
 
 def window_attention(
@@ -102,6 +162,8 @@ def window_attention(
     mask: Optional[torch.Tensor] = None,
     scale: Optional[float] = None,
     dropout_p: float = 0.0,
+    logit_scale: Optional[torch.Tensor] = None,
+    backend: Optional[str] = None,
 ) -> torch.Tensor:
     """Multi-head attention inside windows the caller already partitioned (official `WindowAttention`).
 
@@ -110,38 +172,33 @@ def window_attention(
         num_heads: number of heads.
         window_size: Wh or (Wh, Ww).
         rel_pos_bias_table: [(2*Wh-1)*(2*Ww-1), heads] or None.
-        mask: [nW, N, N] added to the logits of window `b_ % nW` (0 / -100.0 for Swin), or None.
+        mask: [nW, N, N] added to the logits of window `b_ % nW` (0 / -100.0 for Swin), or None;
+            differentiable.
         scale: logit scale, default d ** -0.5.
         dropout_p: attention dropout probability (only the reference path implements it).
+        logit_scale: Swin V2 cosine attention, as in `shifted_window_attention`.
+        backend: run this call on this backend instead of the thread's choice.
 
     Returns:
         [B_, N, heads * d].
     """
-    checks.tensor("qkv", qkv, 3, "[B*nW, N, 3 * heads * d]")
+    call, args = _window_attention(qkv, num_heads, window_size, rel_pos_bias_table, mask, scale, dropout_p,
+                                   logit_scale)
+    return dispatch.run(call, backend, *args)
+
+
+def _attention(qkv, num_heads, scale=None, dropout_p=0.0):
+    checks.tensor("qkv", qkv, 3, "[B, N, 3 * heads * d]")
     d = checks.heads_and_dim("qkv", qkv.shape[-1], num_heads, qkv.shape)
-    window = checks.pair("window_size", window_size)
-    n = window[0] * window[1]
-    if qkv.shape[1] != n:
-        raise ValueError(f"qkv has {qkv.shape[1]} tokens per window but window_size {window} has {n} (shape {tuple(qkv.shape)})")
-    checks.bias_table(rel_pos_bias_table, qkv, window, num_heads)
-    if mask is not None:
-        checks.tensor("mask", mask, 3, "[nW, N, N]")
-        checks.same_device("mask", mask, "qkv", qkv)
-        if mask.shape[1:] != (n, n) or mask.shape[0] == 0 or qkv.shape[0] % mask.shape[0]:
-            raise ValueError(
-                f"mask must have shape [nW, {n}, {n}] with nW dividing qkv.shape[0] = {qkv.shape[0]}, "
-                f"got {tuple(mask.shape)}"
-            )
-    scale = checks.scale(scale, d)
+    scale = checks.scale(scale, d, qkv.dtype)
     dropout_p = checks.dropout(dropout_p)
-    params = dict(head_dim=d, window_size=window, has_mask=mask is not None, dropout_p=dropout_p)
-    grad = _needs_grad(qkv, rel_pos_bias_table, mask)
-    return _run("window_attention", qkv, grad, params, qkv, num_heads, window, rel_pos_bias_table, mask, scale, dropout_p)
+    call = dispatch.AttentionCall("attention", qkv.device.type, qkv.dtype, _needs_grad(qkv), num_heads, d,
+                                  qkv.shape[1], dropout_p)
+    return call, (qkv, num_heads, scale, dropout_p)
 
 
-def attention(
-    qkv: torch.Tensor, num_heads: int, scale: Optional[float] = None, dropout_p: float = 0.0
-) -> torch.Tensor:
+def attention(qkv: torch.Tensor, num_heads: int, scale: Optional[float] = None, dropout_p: float = 0.0,
+              backend: Optional[str] = None) -> torch.Tensor:
     """Global multi-head self-attention over all tokens (UniFormer SABlocks, ViT/DeiT).
 
     Args:
@@ -149,48 +206,16 @@ def attention(
         num_heads: number of heads.
         scale: logit scale, default d ** -0.5.
         dropout_p: attention dropout probability (only the reference path implements it).
+        backend: run this call on this backend instead of the thread's choice.
 
     Returns:
         [B, N, heads * d].
     """
-    checks.tensor("qkv", qkv, 3, "[B, N, 3 * heads * d]")
-    d = checks.heads_and_dim("qkv", qkv.shape[-1], num_heads, qkv.shape)
-    scale = checks.scale(scale, d)
-    dropout_p = checks.dropout(dropout_p)
-    params = dict(head_dim=d, seq_len=qkv.shape[1], dropout_p=dropout_p)
-    return _run("attention", qkv, _needs_grad(qkv), params, qkv, num_heads, scale, dropout_p)
+    call, args = _attention(qkv, num_heads, scale, dropout_p)
+    return dispatch.run(call, backend, *args)
 
 
-def dwconv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    residual: bool = False,
-    layout: str = "NCHW",
-) -> torch.Tensor:
-    """Depthwise 2-D convolution, stride 1, "same" padding, odd square kernel, optional residual.
-
-    Args:
-        x: [B, C, H, W] for layout "NCHW" (contiguous or channels-last memory format),
-            or [B, H, W, C] for layout "NHWC".
-        weight: [C, 1, k, k], k odd (3, 5, 7 in UniFormer).
-        bias: [C] or None.
-        residual: return `x + dwconv(x)` (UniFormer's dynamic position embedding).
-        layout: "NCHW" or "NHWC" (how `x` is indexed, not its memory format).
-
-    Returns:
-        same shape and layout as `x`.
-    """
-    _check_dwconv(x, weight, bias, layout)
-    if not isinstance(residual, bool):
-        raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
-    k = weight.shape[-1]
-    channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
-    params = dict(kernel_size=k, layout=layout, channels_last=channels_last, residual=residual,
-                  channels=weight.shape[0])
-    grad = _needs_grad(x, weight, bias)
-    return _run("dwconv2d", x, grad, params, x, weight, bias, residual, layout)
-
+# -------------------------------------------------------------------------------------- depthwise conv
 
 def _check_dwconv(x, weight, bias, layout) -> int:
     """Validate depthwise-conv arguments; returns the channel count."""
@@ -214,6 +239,49 @@ def _check_dwconv(x, weight, bias, layout) -> int:
     return channels
 
 
+def _conv_call(op, x, weight, bias, layout, channels, residual, *grad_inputs) -> dispatch.ConvCall:
+    channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
+    return dispatch.ConvCall(op, x.device.type, x.dtype, _needs_grad(x, weight, bias, *grad_inputs),
+                             weight.shape[-1], channels, layout, channels_last, residual, bias is not None)
+
+
+def _dwconv2d(x, weight, bias=None, residual=False, layout="NCHW"):
+    channels = _check_dwconv(x, weight, bias, layout)
+    if not isinstance(residual, bool):
+        raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+    return _conv_call("dwconv2d", x, weight, bias, layout, channels, residual), (x, weight, bias, residual, layout)
+
+
+def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, residual: bool = False,
+             layout: str = "NCHW", backend: Optional[str] = None) -> torch.Tensor:
+    """Depthwise 2-D convolution, stride 1, "same" padding, odd square kernel, optional residual.
+
+    Args:
+        x: [B, C, H, W] for layout "NCHW" (contiguous or channels-last memory format),
+            or [B, H, W, C] for layout "NHWC".
+        weight: [C, 1, k, k], k odd (3, 5, 7 in UniFormer).
+        bias: [C] or None.
+        residual: return `x + dwconv(x)` (UniFormer's dynamic position embedding).
+        layout: "NCHW" or "NHWC" (how `x` is indexed, not its memory format).
+        backend: run this call on this backend instead of the thread's choice.
+
+    Returns:
+        same shape and layout as `x`.
+    """
+    call, args = _dwconv2d(x, weight, bias, residual, layout)
+    return dispatch.run(call, backend, *args)
+
+
+def _dwconv_layernorm(x, weight, bias, ln_weight, ln_bias, eps=1e-6, layout="NCHW"):
+    channels = _check_dwconv(x, weight, bias, layout)
+    checks.optional_like("ln_weight", ln_weight, x, "x", (channels,))
+    checks.optional_like("ln_bias", ln_bias, x, "x", (channels,))
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    call = _conv_call("dwconv_layernorm", x, weight, bias, layout, channels, True, ln_weight, ln_bias)
+    return call, (x, weight, bias, ln_weight, ln_bias, float(eps), layout)
+
+
 def dwconv_layernorm(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -222,6 +290,7 @@ def dwconv_layernorm(
     ln_bias: Optional[torch.Tensor],
     eps: float = 1e-6,
     layout: str = "NCHW",
+    backend: Optional[str] = None,
 ):
     """UniFormer SABlock entry in one pass: `t = flatten(x + dwconv(x))`, `n = LayerNorm(t)`.
 
@@ -231,16 +300,69 @@ def dwconv_layernorm(
         ln_weight, ln_bias: [C] or None (the LayerNorm's affine parameters).
         eps: LayerNorm epsilon (UniFormer uses 1e-6).
         layout: "NCHW" or "NHWC".
+        backend: run this call on this backend instead of the thread's choice.
 
     Returns:
         (tokens, normed), both [B, H*W, C]: the residual stream and its LayerNorm.
     """
-    channels = _check_dwconv(x, weight, bias, layout)
-    checks.optional_like("ln_weight", ln_weight, x, "x", (channels,))
-    checks.optional_like("ln_bias", ln_bias, x, "x", (channels,))
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive float, got {eps!r}")
-    channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
-    params = dict(kernel_size=weight.shape[-1], layout=layout, channels_last=channels_last, channels=channels)
-    grad = _needs_grad(x, weight, bias, ln_weight, ln_bias)
-    return _run("dwconv_layernorm", x, grad, params, x, weight, bias, ln_weight, ln_bias, float(eps), layout)
+    call, args = _dwconv_layernorm(x, weight, bias, ln_weight, ln_bias, eps, layout)
+    return dispatch.run(call, backend, *args)
+
+
+# ---------------------------------------------------------------------------------------------- MLP
+
+_GELU_FORMS = ("none", "tanh")
+
+
+def _linear_gelu(x, weight, bias=None, approximate="none"):
+    checks.tensor("x", x)
+    if x.dim() < 1:
+        raise ValueError(f"x must be [..., in_features], got shape {tuple(x.shape)}")
+    checks.tensor("weight", weight, 2, "[out_features, in_features]")
+    if weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"weight must have shape [out_features, {x.shape[-1]}] for x of shape {tuple(x.shape)}, "
+                         f"got {tuple(weight.shape)}")
+    checks.same_device("weight", weight, "x", x)
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
+    checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    if approximate not in _GELU_FORMS:
+        raise ValueError(f"approximate must be one of {_GELU_FORMS}, got {approximate!r}")
+    call = dispatch.LinearCall("linear_gelu", x.device.type, x.dtype, _needs_grad(x, weight, bias),
+                               weight.shape[1], weight.shape[0], approximate, bias is not None)
+    return call, (x, weight, bias, approximate)
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                approximate: str = "none", backend: Optional[str] = None) -> torch.Tensor:
+    """`gelu(x @ weight^T + bias)`: an MLP's first Linear and its activation in one pass.
+
+    Args:
+        x: [..., in_features]; weight: [out_features, in_features]; bias: [out_features] or None.
+        approximate: "none" (erf form) or "tanh", as `torch.nn.GELU`.
+        backend: run this call on this backend instead of the thread's choice.
+
+    Returns:
+        [..., out_features].
+    """
+    call, args = _linear_gelu(x, weight, bias, approximate)
+    return dispatch.run(call, backend, *args)
+
+
+_DESCRIBERS: Dict[str, Callable] = {
+    "shifted_window_attention": _shifted_window_attention,
+    "window_attention": _window_attention,
+    "attention": _attention,
+    "dwconv2d": _dwconv2d,
+    "dwconv_layernorm": _dwconv_layernorm,
+    "linear_gelu": _linear_gelu,
+}
+
+
+def describe(op: str, *args, **kwargs) -> dispatch.Call:
+    """The `dispatch.Call` that `fastwin.ops.<op>(*args, **kwargs)` would be dispatched with (validates
+    the arguments, runs nothing). `dispatch.select(describe(...))[0]` names the backend that would run it."""
+    if op not in _DESCRIBERS:
+        raise ValueError(f"op must be one of {tuple(_DESCRIBERS)}, got {op!r}")
+    kwargs.pop("backend", None)
+    return _DESCRIBERS[op](*args, **kwargs)[0]

@@ -10,6 +10,8 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from ..utils import pair  # noqa: F401  (re-exported: checks.pair is used by the ops)
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -48,26 +50,20 @@ def positive_int(name: str, v) -> int:
     return v
 
 
-def pair(name: str, v, allow_zero: bool = False) -> Tuple[int, int]:
-    """An int or a pair of ints -> (a, b)."""
-    if isinstance(v, torch.Size):
-        v = tuple(v)
-    vals = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
-    if not isinstance(vals, (tuple, list)) or len(vals) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    lo = 0 if allow_zero else 1
-    if any(isinstance(x, bool) or not isinstance(x, int) or x < lo for x in vals):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} ints, got {v!r}")
-    return int(vals[0]), int(vals[1])
-
-
-def scale(v, head_dim: int) -> float:
+def scale(v, head_dim: int, dtype: Optional[torch.dtype] = None) -> float:
+    """The logit scale (default head_dim ** -0.5); refuses values that make every logit NaN/inf."""
+    if head_dim <= 0:
+        raise ValueError(f"head_dim must be positive (qkv's last dim 3 * num_heads * head_dim), got {head_dim}")
     if v is None:
         return head_dim ** -0.5
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TypeError(f"scale must be a float or None, got {type(v).__name__}")
-    if not math.isfinite(v):
+    # Comparisons, not math.isfinite: torch.compile(dynamic=True) traces module floats symbolically.
+    if v != v or abs(v) == math.inf:
         raise ValueError(f"scale must be finite (it would turn every logit into NaN/inf), got {v}")
+    if dtype is not None and dtype.is_floating_point and abs(v) > torch.finfo(dtype).max:
+        raise ValueError(f"scale {v} overflows {dtype} (max {torch.finfo(dtype).max:.3g}): every logit would be "
+                         "inf/NaN")
     return float(v)
 
 
@@ -80,6 +76,9 @@ def dropout(p) -> float:
 def heads_and_dim(name: str, channels3: int, num_heads: int, shape) -> int:
     """Head dim from the packed qkv channel count `3 * heads * d`."""
     positive_int("num_heads", num_heads)
+    if channels3 == 0:
+        raise ValueError(f"{name} last dim must be 3 * num_heads * head_dim with head_dim >= 1, got 0 "
+                         f"(shape {tuple(shape)})")
     if channels3 % (3 * num_heads):
         raise ValueError(
             f"{name} last dim must be 3 * num_heads * head_dim; {channels3} is not divisible by "

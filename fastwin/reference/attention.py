@@ -6,6 +6,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .window import merge_heads
+
 
 def attention_ref(
     qkv: torch.Tensor, num_heads: int, scale: Optional[float] = None, dropout_p: float = 0.0
@@ -22,4 +24,4 @@ def attention_ref(
     d = C3 // (3 * num_heads)
     q, k, v = qkv.view(B, N, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, N, d]
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=d ** -0.5 if scale is None else scale)
-    return out.transpose(1, 2).reshape(B, N, num_heads * d)
+    return merge_heads(out)  # [B, N, heads * d]

@@ -98,8 +98,41 @@ def shift_mask(
 
 
 def _attend(q, k, v, attn_bias, scale, dropout_p):
-    """softmax((q * scale) @ k^T + attn_bias) @ v over the last two dims, via SDPA."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
+    """softmax((q * scale) @ k^T + attn_bias) @ v via 4-D SDPA: [B, heads, N, d] -> [B, N, heads * d].
+
+    4-D only: the default ONNX exporter translates `scaled_dot_product_attention` for 4-D q/k/v only.
+    """
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
+    return merge_heads(out)
+
+
+def merge_heads(out: torch.Tensor) -> torch.Tensor:
+    """[B, heads, N, d] -> [B, N, heads * d].
+
+    While exporting, the copy is explicit: the exporter decomposes SDPA after tracing into ops whose
+    output strides differ from the traced kernel's, which would turn a traced free `view` invalid.
+    """
+    B, heads, N, d = out.shape
+    out = out.transpose(1, 2)
+    if _is_exporting():
+        out = out.clone(memory_format=torch.contiguous_format)
+    return out.reshape(B, N, heads * d)
+
+
+def _is_exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return bool(is_exporting is not None and is_exporting())
+
+
+def cosine_qk(q: torch.Tensor, k: torch.Tensor, logit_scale: torch.Tensor):
+    """Swin V2 cosine attention as a plain dot product: (q / |q| * logit_scale[h], k / |k|).
+
+    `softmax(q' @ k'^T + bias)` with these equals timm's `(normalize(q) @ normalize(k)^T) * logit_scale
+    + bias` up to rounding. q, k: [..., heads, N, d]; logit_scale: [heads], already clamped and
+    exponentiated.
+    """
+    ls = logit_scale.to(q.dtype).reshape(-1, 1, 1)  # [heads, 1, 1]
+    return F.normalize(q, dim=-1) * ls, F.normalize(k, dim=-1)
 
 
 def window_attention_ref(
@@ -110,6 +143,7 @@ def window_attention_ref(
     mask: Optional[torch.Tensor] = None,
     scale: Optional[float] = None,
     dropout_p: float = 0.0,
+    logit_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Multi-head attention inside given windows (the official `WindowAttention.forward`).
 
@@ -117,6 +151,8 @@ def window_attention_ref(
         qkv: [B_, N, 3 * heads * d] with B_ = batch * nW, channel order (3, heads, d).
         rel_pos_bias_table: [(2*Wh-1)*(2*Ww-1), heads] or None.
         mask: [nW, N, N] added to the logits of window b_ % nW, or None.
+        logit_scale: [heads] or None. Given: Swin V2 cosine attention, logits
+            `(normalize(q) @ normalize(k)^T) * logit_scale[h] + bias` (L2 norm over d; `scale` unused).
     Returns:
         [B_, N, heads * d].
     """
@@ -124,16 +160,21 @@ def window_attention_ref(
     d = C3 // (3 * num_heads)
     scale = d ** -0.5 if scale is None else scale
     q, k, v = qkv.view(B_, N, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # each [B_, heads, N, d]
+    if logit_scale is not None:
+        q, k = cosine_qk(q, k, logit_scale)
+        scale = 1.0
     bias = None
     if rel_pos_bias_table is not None:
-        bias = relative_position_bias(rel_pos_bias_table, window_size).to(q.dtype)  # [heads, N, N]
+        bias = relative_position_bias(rel_pos_bias_table, window_size).to(q.dtype)[None]  # [1, heads, N, N]
     if mask is not None:
+        # Windows stay folded into the batch: the per-window mask is expanded to [B_, heads, N, N]
+        # (as timm's fused path does), which keeps SDPA 4-D and measured faster on CPU than a
+        # broadcast 5-D mask.
         nW = mask.shape[0]
-        q, k, v = (t.reshape(B_ // nW, nW, num_heads, N, d) for t in (q, k, v))
         m = mask.to(q.dtype)[:, None]  # [nW, 1, N, N]
-        bias = m if bias is None else bias + m
-    out = _attend(q, k, v, bias, scale, dropout_p)
-    return out.reshape(B_, num_heads, N, d).transpose(1, 2).reshape(B_, N, num_heads * d)
+        m = m if bias is None else m + bias  # [nW, heads or 1, N, N]
+        bias = m.unsqueeze(0).expand(B_ // nW, nW, m.shape[1], N, N).reshape(B_, m.shape[1], N, N)
+    return _attend(q, k, v, bias, scale, dropout_p)  # [B_, N, heads * d]
 
 
 def _pad_with_bias(x: torch.Tensor, Hp: int, Wp: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -159,6 +200,7 @@ def shifted_window_attention_ref(
     scale: Optional[float] = None,
     pad_order: str = "roll_pad",
     dropout_p: float = 0.0,
+    logit_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Swin (shifted-)window attention on an un-partitioned qkv map.
 
@@ -172,10 +214,17 @@ def shifted_window_attention_ref(
         rel_pos_bias_table: [(2*Wh-1)*(2*Ww-1), heads] or None.
         qkv_bias: [3 * heads * d] or None; the q/k/v of padded tokens.
         pad_order: "roll_pad" (timm) or "pad_roll" (detection/segmentation code).
+        logit_scale: [heads] or None: Swin V2 cosine attention (see `window_attention_ref`); padded
+            tokens' q/k (the qkv bias) are normalized like every other token.
     Returns:
         [B, H, W, heads * d], at the un-shifted positions.
     """
     B, H, W, C3 = qkv.shape
+    if qkv.numel() == 0:  # no windows to attend in; keep every input in the graph (zero gradients)
+        out = qkv[..., : C3 // 3]
+        for t in (rel_pos_bias_table, qkv_bias, logit_scale):
+            out = out if t is None else out + t.sum() * 0
+        return out.contiguous()
     wh, ww = window_size
     sh, sw = shift_size
     Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
@@ -188,7 +237,8 @@ def shifted_window_attention_ref(
         x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if shifted else x
     windows = window_partition(x, window_size).reshape(-1, wh * ww, C3)  # [B*nW, N, 3C]
     mask = shift_mask(Hp, Wp, window_size, shift_size, device=qkv.device, dtype=qkv.dtype)
-    out = window_attention_ref(windows, num_heads, window_size, rel_pos_bias_table, mask, scale, dropout_p)
+    out = window_attention_ref(windows, num_heads, window_size, rel_pos_bias_table, mask, scale, dropout_p,
+                               logit_scale)
     out = window_reverse(out.view(-1, wh, ww, out.shape[-1]), window_size, Hp, Wp)  # [B, Hp, Wp, C]
     if pad_order == "roll_pad":
         out = out[:, :H, :W]

@@ -9,13 +9,14 @@ it JIT-compiles the sources in `csrc/` with `torch.utils.cpp_extension.load` (ni
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import warnings
 from typing import Optional
 
 import torch
 
-_CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+_CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
 _state = {}
 
 
@@ -27,15 +28,25 @@ def _has_kernel(op: str, key: str) -> bool:
 
 
 def load_cpu() -> Optional[str]:
-    """Import fastwin._C; None on success, else why it is unusable."""
+    """Import fastwin._C and register its ops' Python side; None on success, else why it is unusable."""
     if "cpu" not in _state:
+        if importlib.util.find_spec("fastwin._C") is None:
+            _state["cpu"] = "fastwin._C was not built (pip install --no-build-isolation -e .)"
+            return _state["cpu"]
         try:
-            from . import _C  # noqa: F401
-
-            _state["cpu"] = None
+            from .. import _C  # noqa: F401
         except ImportError as exc:
-            _state["cpu"] = f"fastwin._C was not built: {exc} (pip install --no-build-isolation -e .)"
+            _state["cpu"] = f"fastwin._C failed to load: {exc}"
+            return _state["cpu"]
+        _registered()
     return _state["cpu"]
+
+
+def _registered() -> None:
+    from . import cpp_ops
+
+    cpp_ops.register()
+    _state["cpu"] = None
 
 
 def _jit(name: str, sources, with_cuda: bool) -> None:
@@ -81,7 +92,7 @@ def load_cuda() -> Optional[str]:
         _state["cuda"] = "no CUDA device (torch.cuda.is_available() is False)"
         return _state["cuda"]
     prebuilt = load_cpu() is None
-    if prebuilt and _has_kernel("swin_attn_fwd", "CUDA"):
+    if prebuilt and _has_kernel("shifted_window_attention_fwd", "CUDA"):
         _state["cuda"] = None
         return None
     cu = sorted(glob.glob(os.path.join(_CSRC, "cuda", "*.cu")))
@@ -94,10 +105,11 @@ def load_cuda() -> Optional[str]:
         sources += sorted(p for p in glob.glob(os.path.join(_CSRC, "**", "*.cpp"), recursive=True) if p not in sources)
     try:
         _jit("fastwin_cuda_kernels" if prebuilt else "fastwin_C_full", sources, with_cuda=True)
-        _state["cuda"] = None if _has_kernel("swin_attn_fwd", "CUDA") else "JIT build registered no CUDA kernels"
+        registered = _has_kernel("shifted_window_attention_fwd", "CUDA")
+        _state["cuda"] = None if registered else "JIT build registered no CUDA kernels"
         if not prebuilt:
-            _state["cpu"] = None
+            _registered()
     except Exception as exc:  # compiler missing, build error: fall back with one clear warning
         _state["cuda"] = f"JIT build of the CUDA kernels failed: {type(exc).__name__}: {str(exc)[-500:]}"
-        warnings.warn(f"fastwin: {_state['cuda']}; the cuda backend is disabled", RuntimeWarning)
+        warnings.warn(f"fastwin: {_state['cuda']}; the cuda backend is disabled", RuntimeWarning, stacklevel=2)
     return _state["cuda"]

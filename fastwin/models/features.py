@@ -1,0 +1,157 @@
+"""timm's backbone surface for fastwin models: `forward_intermediates` helpers, `feature_info`, and the
+`features_only` wrapper `create_model` returns.
+
+A model family provides
+    feature_info: list of dicts {num_chs, reduction, module} (one per stage or block, timm's keys)
+    forward_intermediates(x, indices=None, norm=False, stop_early=False, output_fmt=..., intermediates_only=False)
+    prune_intermediate_layers(indices, prune_norm=False, prune_head=True) -> absolute indices kept
+and `FeatureMaps` turns such a model into a backbone returning the selected maps, as timm's
+`features_only=True` models do (`FeatureInfo` on `.feature_info`, `channels()`, `reduction()` ...).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = ["FeatureInfo", "FeatureMaps", "OUTPUT_FORMATS", "feature_take_indices", "to_format"]
+
+Indices = Optional[Union[int, Sequence[int]]]
+OUTPUT_FORMATS = ("NCHW", "NHWC")
+
+
+def feature_take_indices(num_features: int, indices: Indices = None) -> Tuple[List[int], int]:
+    """Absolute indices to take out of `num_features` stages/blocks, and the largest one.
+
+    Args:
+        indices: None (all), an int n (the last n) or a sequence of indices (negative ones count
+            from the end), timm's convention.
+    Raises:
+        ValueError: an index (or n) out of range.
+    """
+    if indices is None:
+        indices = num_features
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"indices: take the last n with 1 <= n <= {num_features}, got {indices}")
+        take = list(range(num_features - indices, num_features))
+    else:
+        take = []
+        for i in indices:
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise ValueError(f"indices must be an int or a sequence of ints, got {indices!r}")
+            idx = num_features + i if i < 0 else i
+            if not 0 <= idx < num_features:
+                raise ValueError(f"feature index {i} is out of range for {num_features} features")
+            take.append(idx)
+        if not take:
+            raise ValueError("indices must select at least one feature")
+    return take, max(take)
+
+
+def check_image(x, in_chans: int) -> None:
+    """TypeError / ValueError unless `x` is a [B, in_chans, H, W] tensor (before any layer runs)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"input must be [B, {in_chans}, H, W], got shape {tuple(x.shape)}")
+
+
+def check_output_fmt(output_fmt: str, allowed: Sequence[str] = OUTPUT_FORMATS) -> str:
+    if output_fmt not in allowed:
+        raise ValueError(f"output_fmt must be one of {tuple(allowed)}, got {output_fmt!r}")
+    return output_fmt
+
+
+def to_format(x: torch.Tensor, layout: str, output_fmt: str) -> torch.Tensor:
+    """A 4-D map in `layout` ("NCHW" or "NHWC") -> contiguous in `output_fmt`."""
+    if layout != output_fmt:
+        x = x.permute(0, 3, 1, 2) if layout == "NHWC" else x.permute(0, 2, 3, 1)
+    return x.contiguous()
+
+
+class FeatureInfo:
+    """Per-feature metadata of a backbone (timm's `FeatureInfo` interface).
+
+    `info` holds one dict per stage/block of the full model (`num_chs`, `reduction`, `module`,
+    `index`); accessors return the entries of `out_indices` unless `idx` is given.
+    """
+
+    def __init__(self, info: List[Dict], out_indices: Sequence[int]):
+        self.info = [dict(d, index=i) for i, d in enumerate(info)]
+        self.out_indices = tuple(out_indices)
+
+    def get(self, key: str, idx: Optional[Union[int, Sequence[int]]] = None):
+        if idx is None:
+            return [self.info[i][key] for i in self.out_indices]
+        if isinstance(idx, (list, tuple)):
+            return [self.info[i][key] for i in idx]
+        return self.info[idx][key]
+
+    def get_dicts(self, keys: Optional[Sequence[str]] = None, idx=None):
+        rows = [self.info[i] for i in (self.out_indices if idx is None else
+                                       idx if isinstance(idx, (list, tuple)) else [idx])]
+        rows = rows if keys is None else [{k: r[k] for k in keys} for r in rows]
+        return rows if idx is None or isinstance(idx, (list, tuple)) else rows[0]
+
+    def channels(self, idx=None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx=None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx=None):
+        return self.get("module", idx)
+
+    def __getitem__(self, item):
+        return self.info[item]
+
+    def __len__(self):
+        return len(self.info)
+
+    def __repr__(self):
+        return f"FeatureInfo(out_indices={self.out_indices}, channels={self.channels()}, reduction={self.reduction()})"
+
+
+class FeatureMaps(nn.Module):
+    """A fastwin model as a backbone: `forward(x)` returns the list of selected feature maps.
+
+    What `create_model(name, features_only=True, out_indices=..., output_fmt=...)` returns (weights
+    given to `create_model` load into the full model before it is wrapped). The wrapped model, under
+    `.model` as in timm's `FeatureGetterNet`, is pruned to what the selected features need: later
+    stages, the head and, unless `norm`, the final norm are dropped.
+
+    Args:
+        model: a model with `forward_intermediates`, `prune_intermediate_layers` and `feature_info`.
+        out_indices: which features (see `feature_take_indices`); default: the model's
+            `default_out_indices` (every stage for hierarchical models, the last 3 blocks for ViT).
+        output_fmt: "NCHW" or "NHWC" (default: the model's native layout, `model.output_fmt`).
+        norm: apply the model's final norm to the last stage's map (timm's `norm`).
+    """
+
+    def __init__(self, model: nn.Module, out_indices: Indices = None, output_fmt: Optional[str] = None,
+                 norm: bool = False):
+        super().__init__()
+        for attr in ("forward_intermediates", "prune_intermediate_layers", "feature_info"):
+            if not hasattr(model, attr):
+                raise TypeError(f"{type(model).__name__} has no {attr}; it cannot be used with features_only")
+        if out_indices is None:
+            out_indices = getattr(model, "default_out_indices", len(model.feature_info))
+        self.output_fmt = check_output_fmt(output_fmt or getattr(model, "output_fmt", "NCHW"))
+        self.norm = norm
+        full_info = list(model.feature_info)
+        self.out_indices = tuple(model.prune_intermediate_layers(out_indices, prune_norm=not norm, prune_head=True))
+        self.feature_info = FeatureInfo(full_info, self.out_indices)
+        self.pretrained_cfg = getattr(model, "pretrained_cfg", None)
+        self.model = model
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.model.forward_intermediates(x, indices=self.out_indices, norm=self.norm,
+                                                output_fmt=self.output_fmt, intermediates_only=True)
+
+    def extra_repr(self):
+        return f"out_indices={self.out_indices}, output_fmt={self.output_fmt!r}, norm={self.norm}"

@@ -1,0 +1,178 @@
+"""The swap driver: rules, report and the in-place replacement walk.
+
+Families (`fastwin.swap.swin`, `.uniformer`, `.vit`) register rules with `register_swap(name, matches, convert)`:
+    matches(module) -> bool          recognise a foreign module by its structure
+    convert(module) -> nn.Module     a fastwin module computing the same function with the same weights
+                                     (built around the module's own submodules where it can)
+Rules are tried in registration order on each module, outermost first; a replaced module's children
+are not visited again (a swapped block already contains fastwin attention).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import weakref
+from collections import Counter
+from typing import Callable, List, Tuple
+
+import torch.nn as nn
+
+
+@dataclasses.dataclass
+class SwapRule:
+    name: str
+    matches: Callable[[nn.Module], bool]
+    convert: Callable[[nn.Module], nn.Module]
+
+
+_RULES: List[SwapRule] = []
+
+
+def register_swap(name: str, matches: Callable, convert: Callable) -> None:
+    _RULES.append(SwapRule(name, matches, convert))
+
+
+def register_planned_swap(name: str, parts: Callable, plan: Callable) -> None:
+    """A rule whose match needs the full replacement built (a probe runs it): `plan(m)` returns the
+    replacement or None. `matches` keeps the plan it built so `convert` does not probe again."""
+    plans: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+    def matches(m) -> bool:
+        if parts(m) is None:
+            return False
+        built = plan(m)
+        if built is not None:
+            plans[m] = built
+        return built is not None
+
+    def convert(m):
+        built = plans.pop(m, None) or plan(m)
+        if built is None:
+            raise RuntimeError(f"{name}: {type(m).__name__} no longer matches (changed since it was probed?)")
+        return built
+
+    register_swap(name, matches, convert)
+
+
+@dataclasses.dataclass
+class SwapReport:
+    """What `swap` replaced: (module path, rule name) pairs."""
+
+    replaced: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def counts(self):
+        return Counter(rule for _, rule in self.replaced)
+
+    def __len__(self):
+        return len(self.replaced)
+
+    def __str__(self):
+        if not self.replaced:
+            return "fastwin.swap: nothing replaced (no supported modules found)"
+        text = "fastwin.swap replaced " + ", ".join(f"{n} x {r}" for r, n in sorted(self.counts().items()))
+        root = [rule for path, rule in self.replaced if path == ""]
+        if root:
+            text += f" (the module passed in was a {root[0]}: use the returned module)"
+        return text
+
+
+def _convert_like(rule: SwapRule, module: nn.Module) -> nn.Module:
+    """`rule.convert(module)`, its new tensors on the module's device and dtype, its new submodules in
+    the module's train/eval mode. What it shares with `module` is left exactly as it was: a norm kept
+    in fp32 in a bf16 model stays fp32, a frozen eval-mode norm in a training model stays in eval."""
+    modes = {m: m.training for m in module.modules()}
+    shared = {id(t) for t in itertools.chain(module.parameters(), module.buffers())}
+    new = rule.convert(module)
+    ref = next(module.parameters(), None)
+    for sub in new.modules():
+        sub.training = modes.get(sub, module.training)
+        if ref is None:
+            continue
+        for name, t in itertools.chain(sub.named_parameters(recurse=False), sub.named_buffers(recurse=False)):
+            dtype = ref.dtype if t.is_floating_point() else t.dtype
+            if id(t) in shared or (t.device == ref.device and t.dtype == dtype):
+                continue
+            moved = t.detach().to(device=ref.device, dtype=dtype)
+            if isinstance(t, nn.Parameter):
+                moved = nn.Parameter(moved, requires_grad=t.requires_grad)
+            setattr(sub, name, moved)
+    return new
+
+
+def _rule_for(module: nn.Module):
+    return next((r for r in _RULES if r.matches(module)), None)
+
+
+def _swap_children(parent: nn.Module, prefix: str, report: SwapReport) -> None:
+    for name, child in list(parent.named_children()):
+        path = f"{prefix}{name}"
+        rule = _rule_for(child)
+        if rule is not None:
+            setattr(parent, name, _convert_like(rule, child))
+            report.replaced.append((path, rule.name))
+        else:
+            _swap_children(child, path + ".", report)
+
+
+def _swap_root(module: nn.Module, rule: SwapRule, report: SwapReport) -> nn.Module:
+    """A supported module passed on its own: replace what is inside it in place, return its replacement.
+
+    The replacement is built first (rules match on the untouched module); then each supported child
+    is replaced in place by the replacement's module of the same name where there is one (the very
+    same object, so both share everything) or by its own conversion, and unsupported children are
+    walked as usual.
+    """
+    new = _convert_like(rule, module)
+    for name, child in list(module.named_children()):
+        child_rule = _rule_for(child)
+        if child_rule is None:
+            _swap_children(child, f"{name}.", report)
+            continue
+        shared = getattr(new, name, None)
+        use = shared if isinstance(shared, nn.Module) and shared is not child else _convert_like(child_rule, child)
+        setattr(module, name, use)
+        report.replaced.append((name, child_rule.name))
+    if not report.replaced:
+        raise ValueError(
+            f"swap() replaces modules in place, and nothing inside this bare {type(module).__name__} can be "
+            f"replaced; pass its parent (e.g. `fastwin.swap(nn.Sequential(module))`)"
+        )
+    report.replaced.append(("", rule.name))
+    return new
+
+
+def swap(model: nn.Module) -> Tuple[nn.Module, SwapReport]:
+    """Replace supported attention/block modules of `model` with fastwin's, in place.
+
+    Weights are kept (the same parameter objects, so an optimizer built before still holds them), so
+    outputs are unchanged up to floating-point rounding. A foreign Swin block becomes the fused
+    `SwinTransformerBlock` only where a probe shows that it computes the same function (in eval mode,
+    every module's train/eval mode restored after); otherwise only its attention is replaced.
+
+    A bare block (a supported module with no parent, e.g. one official `SwinTransformerBlock`) cannot
+    be replaced in its parent, so its own supported children (its attention) are replaced in place,
+    and the returned module is the whole fastwin replacement (e.g. the fused block), built around the
+    same submodules and parameters: use the returned module, as with
+    `nn.SyncBatchNorm.convert_sync_batchnorm`. The report lists the children (`"attn"`) and the
+    module itself (path `""`). ValueError if nothing inside a bare module can be replaced (a bare
+    `WindowAttention`): pass its parent.
+
+    Meta device: a model built under `torch.device("meta")` is swapped without data (meta in, meta
+    out). Attention modules are matched by structure (a meta `relative_position_index` has no values
+    to compare, only its shape); blocks are probed on a CPU twin with random weights and the derived
+    buffers (`relative_position_index`, `attn_mask`) set to what the official constructors compute.
+    fastwin recomputes those buffers itself, so after `to_empty()` and loading weights the swapped
+    model computes what the original would with its standard buffers.
+
+    Returns:
+        (module, report) — `model` itself (or, for a bare block, its replacement; see above), and what
+        was replaced (`print(report)`).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"swap() expects an nn.Module, got {type(model).__name__}")
+    report = SwapReport()
+    rule = _rule_for(model)
+    if rule is not None:
+        return _swap_root(model, rule, report), report
+    _swap_children(model, "", report)
+    return model, report

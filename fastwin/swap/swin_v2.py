@@ -1,0 +1,236 @@
+"""Swap rules for Swin V2: timm's / the official V2 `WindowAttention` and whole V2 blocks.
+
+A foreign V2 block (timm `SwinTransformerV2Block`: `[B, H, W, C]`, roll then pad; official
+microsoft/Swin-Transformer V2 block: `[B, L, C]` at its `input_resolution`) becomes a fastwin
+`SwinTransformerV2Block` sharing its modules, after a probe shows the two compute the same function.
+The probe runs on a CPU twin with random weights, because freshly built V2 blocks start with zero
+post-norms (timm), under which any attention would pass. Otherwise only the attention is replaced by
+`WindowAttentionV2`, which computes the same function on given windows without a probe.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ..layers.swin_v2_block import SwinTransformerV2Block, WindowAttentionV2, log_spaced_coords
+from ..ops import relative_position_index, shift_mask
+from ..utils import pair
+from .core import register_planned_swap, register_swap
+
+_ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax", "cpb_mlp"}
+_ATTN_PARAMS = {"logit_scale", "q_bias", "v_bias"}
+_BLOCK_CHILDREN = {"norm1", "attn", "norm2", "mlp", "drop_path", "drop_path1", "drop_path2"}
+
+
+def _pair_or_none(v, allow_zero=False):
+    try:
+        return pair("size", tuple(v) if isinstance(v, (list, tuple, torch.Size)) else v, allow_zero=allow_zero)
+    except (ValueError, TypeError):
+        return None
+
+
+def _is_cpb_mlp(mlp, heads: int) -> bool:
+    """Linear(2, hidden) -> ReLU -> Linear(hidden, heads, no bias), the V2 position-bias MLP."""
+    if not isinstance(mlp, nn.Sequential) or len(mlp) != 3:
+        return False
+    first, act, last = mlp
+    return (isinstance(first, nn.Linear) and first.in_features == 2 and first.bias is not None
+            and isinstance(act, nn.ReLU) and isinstance(last, nn.Linear) and last.bias is None
+            and last.in_features == first.out_features and last.out_features == heads)
+
+
+def _is_foreign_v2_attention(m) -> bool:
+    """timm's / the official Swin V2 `WindowAttention`, recognised by structure (not by class name)."""
+    if isinstance(m, WindowAttentionV2) or not isinstance(m, nn.Module):
+        return False
+    heads, window = getattr(m, "num_heads", None), _pair_or_none(getattr(m, "window_size", None))
+    qkv, proj, scale = (getattr(m, n, None) for n in ("qkv", "proj", "logit_scale"))
+    if not isinstance(heads, int) or heads <= 0 or window is None:
+        return False
+    if not (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and isinstance(scale, nn.Parameter)):
+        return False
+    dim = qkv.in_features
+    if qkv.bias is not None or qkv.out_features != 3 * dim or dim % heads:
+        return False
+    if proj.in_features != dim or proj.out_features != dim or proj.bias is None or scale.numel() != heads:
+        return False
+    if not _is_cpb_mlp(getattr(m, "cpb_mlp", None), heads):
+        return False
+    if set(dict(m.named_children())) - _ATTN_CHILDREN:
+        return False
+    if {n for n, _ in m.named_parameters(recurse=False)} - _ATTN_PARAMS:
+        return False
+    q_bias, v_bias = getattr(m, "q_bias", None), getattr(m, "v_bias", None)
+    if (q_bias is None) != (v_bias is None):
+        return False
+    if q_bias is not None and (q_bias.shape != (dim,) or v_bias.shape != (dim,)):
+        return False
+    k_bias = getattr(m, "k_bias", None)
+    if k_bias is not None and (not isinstance(k_bias, torch.Tensor) or k_bias.shape != (dim,)):
+        return False
+    coords = getattr(m, "relative_coords_table", None)
+    wh, ww = window
+    if not isinstance(coords, torch.Tensor) or tuple(coords.shape) != (1, 2 * wh - 1, 2 * ww - 1, 2):
+        return False
+    index = getattr(m, "relative_position_index", None)
+    if index is not None:  # a non-standard index would be a different bias
+        want = relative_position_index(window)
+        if not isinstance(index, torch.Tensor) or tuple(index.shape) != tuple(want.shape):
+            return False
+        if not index.is_meta and not torch.equal(index.detach().cpu().long(), want):
+            return False
+    if k_bias is not None and not k_bias.is_meta and bool(k_bias.detach().ne(0).any()):
+        return False  # the official k bias is zero; a learned one is another function
+    return True
+
+
+def _dropout_p(m) -> float:
+    return float(m.p) if isinstance(m, nn.Dropout) else 0.0
+
+
+def _convert_v2_attention(m) -> WindowAttentionV2:
+    """fastwin `WindowAttentionV2` sharing the foreign module's parameters (same objects, not copies)."""
+    window = _pair_or_none(m.window_size)
+    pretrained = _pair_or_none(getattr(m, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
+    new = WindowAttentionV2(m.qkv.in_features, window, m.num_heads, qkv_bias=m.q_bias is not None,
+                            qkv_bias_separate=bool(getattr(m, "qkv_bias_separate", False)),
+                            attn_drop=_dropout_p(getattr(m, "attn_drop", None)),
+                            proj_drop=_dropout_p(getattr(m, "proj_drop", None)), pretrained_window_size=pretrained)
+    new.qkv, new.proj, new.cpb_mlp, new.logit_scale = m.qkv, m.proj, m.cpb_mlp, m.logit_scale
+    if m.q_bias is not None:
+        new.q_bias, new.v_bias = m.q_bias, m.v_bias
+    ref = m.logit_scale
+    new = new.to(device=ref.device)
+    coords = m.relative_coords_table
+    with torch.no_grad():  # the foreign coordinates as they are (any normalization), unless they hold no values
+        new.relative_coords_table = (log_spaced_coords(window, pretrained, device=ref.device) if coords.is_meta
+                                     else coords.detach().clone())
+        if new.k_bias is not None:
+            new.k_bias = torch.zeros(new.dim, device=ref.device, dtype=new.k_bias.dtype)
+    return new
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+
+def _block_parts(m):
+    """(attn, norm1, norm2, mlp, drop_path1, drop_path2, window, shift) of a Swin V2 block, or None."""
+    if isinstance(m, SwinTransformerV2Block) or not isinstance(m, nn.Module):
+        return None
+    attn = getattr(m, "attn", None)
+    if not (isinstance(attn, WindowAttentionV2) or _is_foreign_v2_attention(attn)):
+        return None
+    norm1, norm2, mlp = (getattr(m, n, None) for n in ("norm1", "norm2", "mlp"))
+    if not all(isinstance(p, nn.Module) for p in (norm1, norm2, mlp)):
+        return None
+    if set(dict(m.named_children())) - _BLOCK_CHILDREN or any(True for _ in m.named_parameters(recurse=False)):
+        return None
+    window = _pair_or_none(getattr(m, "window_size", None))
+    shift = _pair_or_none(getattr(m, "shift_size", None), allow_zero=True)
+    if window is None or shift is None or window != _pair_or_none(attn.window_size):
+        return None
+    dp1 = getattr(m, "drop_path1", None) or getattr(m, "drop_path", None)
+    dp2 = getattr(m, "drop_path2", None) or getattr(m, "drop_path", None)
+    return attn, norm1, norm2, mlp, dp1, dp2, window, shift
+
+
+def _on_meta(m: nn.Module) -> bool:
+    return any(t.is_meta for t in itertools.chain(m.parameters(), m.buffers()))
+
+
+def _random_twin(m: nn.Module) -> nn.Module:
+    """A CPU fp32 copy of block `m` with random weights (post-norms around 1, so attention matters).
+
+    Meta blocks get their derived buffers recomputed (index, coordinates, zero k bias, shift mask).
+    """
+    meta = _on_meta(m)
+    twin = copy.deepcopy(m)
+    twin = twin.to_empty(device="cpu") if meta else twin.cpu()
+    twin = twin.float()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in twin.named_parameters():
+            if name.endswith("logit_scale"):
+                p.copy_(math.log(10.0) + torch.randn(p.shape, generator=gen) * 0.5)
+            elif p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
+            elif name.endswith("weight"):
+                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        if meta:
+            attn = twin.attn
+            window = _pair_or_none(attn.window_size)
+            pretrained = _pair_or_none(getattr(attn, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
+            attn.relative_coords_table.copy_(log_spaced_coords(window, pretrained))
+            if getattr(attn, "relative_position_index", None) is not None:
+                attn.relative_position_index.copy_(relative_position_index(window))
+            if getattr(attn, "k_bias", None) is not None:
+                attn.k_bias.zero_()
+            mask, res = getattr(twin, "attn_mask", None), _pair_or_none(getattr(twin, "input_resolution", None))
+            shift = _pair_or_none(getattr(twin, "shift_size", None), allow_zero=True)
+            if isinstance(mask, torch.Tensor) and res is not None and shift is not None:
+                want = shift_mask(res[0], res[1], window, shift)
+                if want is not None and want.shape == mask.shape:
+                    mask.copy_(want)
+    return twin
+
+
+def _assemble(m, parts, res, pad_order="roll_pad") -> SwinTransformerV2Block:
+    attn, norm1, norm2, mlp, dp1, dp2, window, shift = parts
+    new_attn = attn if isinstance(attn, WindowAttentionV2) else _convert_v2_attention(attn)
+    return SwinTransformerV2Block.from_modules(new_attn, norm1, norm2, mlp, dp1, dp2, window, shift, res, pad_order)
+
+
+def _close(a, b, tol=1e-4) -> bool:
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
+        return False
+    scale = b.double().abs().max().clamp_min(1e-6)
+    return bool(((a.double() - b.double()).abs().max() / scale) <= tol)
+
+
+def _plan_block(m) -> Optional[SwinTransformerV2Block]:
+    """A verified fastwin V2 block around `m`'s own modules, or None when it does not match safely."""
+    parts = _block_parts(m)
+    res = _pair_or_none(getattr(m, "input_resolution", None))
+    if parts is None or res is None:
+        return None
+    twin = _random_twin(m)
+    twin_parts = _block_parts(twin)
+    if twin_parts is None:
+        return None
+    C = twin_parts[0].qkv.in_features
+    gen = torch.Generator().manual_seed(1)
+    H, W = res
+    x = torch.randn(2, H, W, C, generator=gen)
+    sizes = [(H, W)]
+    if getattr(m, "dynamic_mask", False):  # also any other size: one not divisible by the window
+        sizes.append((H + 3, W + 5))
+    twin.eval()
+    try:
+        with torch.no_grad():
+            y = twin(x)
+            nhwc = isinstance(y, torch.Tensor) and y.shape == x.shape
+            if not nhwc:
+                x = x.flatten(1, 2)
+                y = twin(x)
+                sizes = sizes[:1]  # [B, L, C] blocks run at their input_resolution only
+            inputs = [(x, y)]
+            for size in sizes[1:]:
+                xs = torch.randn(2, *size, C, generator=gen)
+                inputs.append((xs, twin(xs)))
+    except Exception:  # the foreign block refused the probe input: not a match
+        return None
+    cand = _assemble(twin, twin_parts, res).eval()
+    with torch.no_grad():
+        if not all(_close(cand(xi), yi) for xi, yi in inputs):
+            return None
+    return _assemble(m, parts, res)
+
+
+register_planned_swap("swin_v2_block", _block_parts, _plan_block)
+register_swap("swin_v2_window_attention", _is_foreign_v2_attention, _convert_v2_attention)
