@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv36/bin/python ]; then
     python -m venv .venv36
-    .venv36/bin/pip install -q torch==2.13.0 triton==3.6.0 numpy pytest expecttest
+    # numpy < 2.3: triton 3.6's interpreter turns 1-element arrays into Python ints, which numpy 2.3 refuses
+    .venv36/bin/pip install -q torch==2.13.0 triton==3.6.0 "numpy<2.3" pytest expecttest
 fi
 .venv36/bin/python -c "import triton; assert triton.__version__.startswith('3.6'), triton.__version__"
 if [ "${1:-}" != "--no-report" ]; then

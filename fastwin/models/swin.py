@@ -34,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import ops
 from ..layers import PatchEmbed
 from ..layers.swin_block import PatchMerging, SwinTransformerBlock
-from ..utils import ceil_div, init_weights_trunc_normal, pair
+from ..utils import init_weights_trunc_normal, pair
 from .checkpoint import checkpoint_filter
 from .features import check_output_fmt, feature_take_indices, to_format
 from .registry import pretrained_cfg, register_model, with_pretrained_cfg
@@ -44,19 +44,16 @@ __all__ = ["BasicLayer", "SwinTransformer", "swin_group_ordinal"]
 
 # ----------------------------------------------------------------------------------------------- helpers
 
-def _stage_resolutions(img_size, patch_size, num_stages: int):
-    """Nominal feature-map size of every stage, used for window shrinking and bias-table shapes.
+def stage_resolutions(img_size, patch_size, num_stages: int) -> List[Tuple[int, int]]:
+    """Nominal feature-map size of every stage's blocks, used for window shrinking and bias-table shapes.
 
-    The patch grid of the (padded) image, then ceil-halved per patch merging (odd maps are padded),
-    as timm derives `input_resolution` from `img_size`; on the official code's sizes (everything
-    divisible) this equals its floor divisions.
+    Floor divisions, `img // patch // 2**i`, exactly as timm and the official code derive
+    `input_resolution` from `img_size` (timm pads odd maps at run time, but decides the windows on
+    these floors), so timm checkpoints of any `img_size` load and run identically. At least 1.
     """
     h, w = pair("img_size", img_size)
     ph, pw = pair("patch_size", patch_size)
-    res = [(ceil_div(h, ph), ceil_div(w, pw))]
-    for _ in range(num_stages - 1):
-        res.append((ceil_div(res[-1][0], 2), ceil_div(res[-1][1], 2)))
-    return res
+    return [(max(1, h // ph // 2 ** i), max(1, w // pw // 2 ** i)) for i in range(num_stages)]
 
 
 _GROUP_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
@@ -180,7 +177,7 @@ class SwinTransformer(nn.Module):
                                       flatten=False, pad=True)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay rule
-        resolutions = _stage_resolutions(self.img_size, patch_size, self.num_layers)
+        resolutions = stage_resolutions(self.img_size, patch_size, self.num_layers)
         self.layers = nn.ModuleList()
         for i in range(self.num_layers):
             self.layers.append(BasicLayer(

@@ -29,18 +29,12 @@ from ..utils import init_weights_trunc_normal, pair
 from .checkpoint import checkpoint_filter
 from .features import check_image, check_output_fmt, feature_take_indices, to_format
 from .registry import pretrained_cfg, register_model, register_pretrained_cfgs
+from .swin import stage_resolutions
 
 __all__ = ["SwinTransformerV2", "SwinTransformerV2Stage"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-def _stage_resolutions(img_size, patch_size, num_stages: int) -> List[Tuple[int, int]]:
-    """Nominal map size of every stage's blocks (window shrinking), as timm: floor divisions."""
-    h, w = pair("img_size", img_size)
-    ph, pw = pair("patch_size", patch_size)
-    return [(h // ph // 2 ** i, w // pw // 2 ** i) for i in range(num_stages)]
-
 
 class ClassifierHead(nn.Module):
     """Global average pool over [B, H, W, C], dropout, Linear `fc` (timm's `head.fc` name)."""
@@ -175,7 +169,7 @@ class SwinTransformerV2(nn.Module):
 
         self.patch_embed = PatchEmbed(self.patch_size, in_chans, dims[0], norm_layer, flatten=False, pad=True)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay rule
-        resolutions = _stage_resolutions(self.img_size, self.patch_size, self.num_layers)
+        resolutions = stage_resolutions(self.img_size, self.patch_size, self.num_layers)
         self.layers = nn.ModuleList()
         self.feature_info = []
         for i in range(self.num_layers):

@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .autotune import autotune
+
 # Under the CPU interpreter every program instance costs milliseconds and autotuning would run each
 # config: prune to the single config that launches the fewest programs.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -117,8 +119,7 @@ _WGRAD_CONFIGS = [
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
-@triton.autotune(configs=_CONV_CONFIGS, key=["C", "n_pix", "H", "W", "K", "x_sc", "y_sc"],
-                 prune_configs_by={"early_config_prune": _prune_conv})
+@autotune(_CONV_CONFIGS, ["C", "n_pix", "H", "W", "K", "x_sc", "y_sc"], _prune_conv)
 @triton.jit
 def _dwconv2d_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -171,8 +172,7 @@ def _dwconv2d_fwd_kernel(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=_WGRAD_CONFIGS, key=["C", "n_pix", "H", "W", "K", "pix_per_split", "x_sc", "g_sc"],
-                 prune_configs_by={"early_config_prune": _prune_wgrad})
+@autotune(_WGRAD_CONFIGS, ["C", "n_pix", "H", "W", "K", "pix_per_split", "x_sc", "g_sc"], _prune_wgrad)
 @triton.jit
 def _dwconv2d_bwd_wgrad_kernel(
     x_ptr, g_ptr, part_ptr,

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from . import dwconv
+from .autotune import autotune
 
 MAX_CHANNELS = 2048  # full-C tile per program; beyond this the tile no longer fits in registers
 
@@ -64,8 +65,7 @@ def _prune_rows(configs, nargs, **kwargs):
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
-@triton.autotune(configs=_ROW_CONFIGS, key=["C", "n_pix", "H", "W", "K", "x_sc"],
-                 prune_configs_by={"early_config_prune": _prune_rows})
+@autotune(_ROW_CONFIGS, ["C", "n_pix", "H", "W", "K", "x_sc"], _prune_rows)
 @triton.jit
 def _dwconv_layernorm_fwd_kernel(
     x_ptr, w_ptr, b_ptr, lnw_ptr, lnb_ptr,
@@ -123,8 +123,7 @@ def _dwconv_layernorm_fwd_kernel(
     tl.store(rstd_ptr + p, rstd, mask=p_ok)
 
 
-@triton.autotune(configs=_ROW_CONFIGS, key=["C", "n_pix", "pix_per_split", "HW"],
-                 prune_configs_by={"early_config_prune": _prune_rows})
+@autotune(_ROW_CONFIGS, ["C", "n_pix", "pix_per_split", "HW"], _prune_rows)
 @triton.jit
 def _dwconv_layernorm_bwd_ln_kernel(
     tok_ptr, mean_ptr, rstd_ptr, lnw_ptr, dtok_ptr, dn_ptr, g_ptr, part_ptr,

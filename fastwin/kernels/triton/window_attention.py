@@ -66,6 +66,7 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import wrap_triton
 
+from .autotune import autotune
 from .window_attention_tiles import DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, prune_dkdv, prune_dq, prune_fwd
 
 _LOG2E = tl.constexpr(1.4426950408889634)  # 1 / ln 2: softmax in base 2 (exp2 is the native op)
@@ -353,7 +354,7 @@ def _window_attention_dense_bias_kernel(
     tl.store(dense + base + i[:, None] * NP + j[None, :], val)
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": prune_fwd})
+@autotune(FWD_CONFIGS, _KEY, prune_fwd)
 @triton.jit(do_not_specialize=_DNS)
 def _window_attention_fwd_kernel(
     qkv, pad_bias, dense, mask, out, lse,
@@ -437,7 +438,7 @@ def _window_attention_fwd_kernel(
         tl.store(lse + lse_row + offs_m, lse2, mask=offs_m < N)
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=_KEY + ["BIAS_GRAD"], prune_configs_by={"early_config_prune": prune_dq})
+@autotune(DQ_CONFIGS, _KEY + ["BIAS_GRAD"], prune_dq)
 @triton.jit(do_not_specialize=_DNS)
 def _window_attention_bwd_dq_kernel(
     qkv, pad_bias, dense, mask, out, dout, lse, delta, dqkv, gpart,
@@ -546,8 +547,7 @@ def _window_attention_bwd_dq_kernel(
             tl.store(g_ptr + offs_m[:, None] * NP + offs_n0[None, :], g)
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=_KEY + ["PAD_GRAD"],
-                 prune_configs_by={"early_config_prune": prune_dkdv})
+@autotune(DKDV_CONFIGS, _KEY + ["PAD_GRAD"], prune_dkdv)
 @triton.jit(do_not_specialize=_DNS)
 def _window_attention_bwd_dkdv_kernel(
     qkv, pad_bias, dense, mask, dout, lse, delta, dqkv, dpad_part,
