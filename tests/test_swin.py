@@ -392,7 +392,8 @@ def _timm():
     return require_timm()  # stands in for a missing torchvision; skips when timm is absent
 
 
-@pytest.mark.parametrize("img_size", [224, (256, 320), (224, 160)])
+# 100 and (36, 52): stage sizes where floor and ceil halving differ, so the window shrinking differs
+@pytest.mark.parametrize("img_size", [224, (256, 320), (224, 160), 100, (36, 52)])
 def test_real_timm_weights_and_forward(img_size):
     timm = _timm()
     ref = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=img_size).eval()
