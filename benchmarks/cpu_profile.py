@@ -25,8 +25,8 @@ import torch
 
 import fastwin
 
-FAMILIES = ("attention", "Linear", "LayerNorm", "GELU", "dwconv", "conv", "BatchNorm", "copies", "elementwise",
-            "optimizer", "other")
+FAMILIES = ("attention", "Linear", "Linear+GELU", "LayerNorm", "GELU", "dwconv", "conv", "BatchNorm", "copies",
+            "elementwise", "optimizer", "other")
 
 _ATTENTION = ("attention", "softmax", "bmm", "baddbmm", "roll", "constant_pad_nd", "pad", "window", "_safe_softmax",
               "scaled_dot_product", "_efficient_attention", "flash_attention", "matmul", "masked_fill", "index")
@@ -43,6 +43,8 @@ def family(name: str, shapes=None) -> str:
         return "optimizer"
     if "fastwin_c::dwconv" in n or "dwconv" in n:
         return "dwconv"
+    if "linear_gelu" in n:  # the fused fc1 + GELU op: a GEMM with the activation in its epilogue
+        return "Linear+GELU"
     if "fastwin_c::" in n or "fastwin::" in n:
         return "attention"
     for key, fam in (("layer_norm", "LayerNorm"), ("layernorm", "LayerNorm"), ("gelu", "GELU"),
