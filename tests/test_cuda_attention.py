@@ -21,6 +21,7 @@ import torch
 import fastwin
 from fastwin import ops
 from fastwin.reference import window as ref_window
+from tests.layouts import QKV_LAYOUTS, strided_qkv
 from tests.tolerance import assert_within_rule
 
 pytestmark = [
@@ -145,7 +146,7 @@ def test_saturated_softmax_gradients(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("layout", ["channels_strided", "misaligned", "row_padded"])
+@pytest.mark.parametrize("layout", QKV_LAYOUTS)
 def test_non_contiguous_qkv(layout, dtype):
     B, H, W, heads, d = 2, 10, 13, 2, 32
     C3 = 3 * heads * d
@@ -159,14 +160,7 @@ def test_non_contiguous_qkv(layout, dtype):
     qkv_bias = torch.randn(C3, dtype=torch.float64)
 
     def fn(q, t, b):
-        if layout == "channels_strided":
-            q = q.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
-        elif layout == "misaligned":
-            q = torch.nn.functional.pad(q, (1, 0))[..., 1:]
-        else:
-            q = torch.nn.functional.pad(q, (0, 8))[..., :C3]
-        assert not q.is_contiguous()
-        return ops.shifted_window_attention(q, heads, 7, 3, t, b)
+        return ops.shifted_window_attention(strided_qkv(q, layout), heads, 7, 3, t, b)
 
     compare(fn, [qkv, table, qkv_bias], dtype, ["qkv", "table", "qkv_bias"])
 

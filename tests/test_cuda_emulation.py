@@ -20,6 +20,7 @@ import torch
 from benchmarks.cuda_resources import cuda_include_dir
 from fastwin.reference.attention import attention_ref
 from fastwin.reference.window import shift_mask, shifted_window_attention_ref, window_attention_ref
+from tests.layouts import QKV_LAYOUTS, strided_qkv
 from tests.tolerance import assert_within_rule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,7 +173,7 @@ def test_global_attention(emu, plan, case, mode):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("layout", ["channels_strided", "misaligned", "row_padded"])
+@pytest.mark.parametrize("layout", QKV_LAYOUTS)
 def test_non_contiguous_qkv(emu, layout, dtype):
     B, H, W, heads, d, w, s = 1, 10, 13, 2, 32, 7, 3
     C3 = 3 * heads * d
@@ -181,14 +182,7 @@ def test_non_contiguous_qkv(emu, layout, dtype):
     qkv_bias = torch.randn(C3, dtype=torch.float64)
 
     def strided(q):
-        if layout == "channels_strided":
-            q = q.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
-        elif layout == "misaligned":
-            q = torch.nn.functional.pad(q, (1, 0))[..., 1:]
-        else:
-            q = torch.nn.functional.pad(q, (0, 8))[..., :C3]
-        assert not q.is_contiguous()
-        return q
+        return strided_qkv(q, layout)
 
     sc = d ** -0.5
     compare(lambda q, t, b: shifted_window_attention_ref(q, heads, (w, w), (s, s), t, b),
