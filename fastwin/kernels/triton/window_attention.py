@@ -28,8 +28,10 @@ gathers), or per window through the software pipeline into shared memory (num_st
 Its gradient is a dense per-group reduction (below). The region ids of the shift mask depend only
 on the window kind, so nothing per element is computed from (i // Ww, i % Ww) in the hot loop.
 
-Softmax runs in base 2 in fp32; the forward saves the output and the base-2 logsumexp per
-(window, head, token); the backward recomputes the probabilities (flash-attention style):
+Softmax runs in base 2 in fp32; the forward saves the output and, per (window, head, token), the
+row max m and log2 of the row sum l apart (not m + log2 l: at Swin V2's logits of ~100 that one
+rounding costs fp32 gradients ~1e-5); the backward recomputes P = exp2((s - m) - log2 l)
+(flash-attention style):
     dq kernel   dq, delta_i = sum_j P_ij dP_ij (exact, fp32) and the bias / mask gradient partials
     dkdv kernel dk, dv (+ the padding tokens' dk/dv sums for the qkv_bias gradient)
 When all keys of a window fit in one block, delta comes for free from the registers of the dq
@@ -45,8 +47,8 @@ sums of the padding tokens' dk/dv, summed by torch; padded queries' outputs are 
 their dq (the q part of qkv_bias) is exactly zero.
 
 Masked rows: a query row whose logits are all -inf (an additive -inf mask) gets output 0 and zero
-gradients, like the reference; its logsumexp is stored as +inf so that the backward's
-exp2(s - lse) is 0 there. A -inf mask over a whole key block is guarded in the online softmax.
+gradients, like the reference; its max is stored as +inf so that the backward's P is 0 there.
+A -inf mask over a whole key block is guarded in the online softmax.
 
 Offsets: the batch/window term is int64; per-image offsets are int32 unless some tensor spans 2**31
 elements within one image/window (`OFF64`).
@@ -266,6 +268,23 @@ def _logits2(q, k, qk_scale, bias, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _row_stats(lse, row, offs_m, N):
+    """(row max, log2 of the row's sum) saved by the forward; row = (window * heads + head) * N."""
+    stat = lse + 2 * row
+    m = tl.load(stat + offs_m, mask=offs_m < N, other=float("inf"))
+    ll = tl.load(stat + N + offs_m, mask=offs_m < N, other=0.0)
+    return m, ll
+
+
+@triton.jit
+def _probs(s, m, ll):
+    """P = exp2(s - m - log2 l), with s - m formed first: at logits of ~100 (Swin V2 logit scales)
+    one rounding of m + log2 l costs ~1e-5 relative in P, too much for fp32 gradients. An all -inf
+    row has m = +inf and gets P = 0."""
+    return tl.exp2((s - m[:, None]) - ll[:, None])
+
+
+@triton.jit
 def _kind(k, SHIFTED: tl.constexpr):
     """Dense-bias kind of group k: the group itself when shifted (4 kinds), else the only kind."""
     if SHIFTED:
@@ -433,9 +452,10 @@ def _window_attention_fwd_kernel(
         acc = acc / tl.where(empty, 1.0, l_i)[:, None]
         tl.store(out + b * s_ob + _pos(yq, xq, s_oy, s_ox, OFF64)[:, None] + (h * HEAD_DIM + dd)[None, :],
                  acc.to(out.dtype.element_ty), mask=_rows_mask(q_real, d_ok, DPAD))
-        lse_row = (win.to(tl.int64) * num_heads + h) * N
-        lse2 = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
-        tl.store(lse + lse_row + offs_m, lse2, mask=offs_m < N)
+        # the row max and log2 of the sum apart (see _probs): m is +inf for an all -inf row
+        stat = lse + (win.to(tl.int64) * num_heads + h) * (2 * N)
+        tl.store(stat + offs_m, tl.where(empty, float("inf"), m_i), mask=offs_m < N)
+        tl.store(stat + N + offs_m, tl.log2(tl.where(empty, 1.0, l_i)), mask=offs_m < N)
 
 
 @autotune(DQ_CONFIGS, _KEY + ["BIAS_GRAD"], prune_dq)
@@ -492,7 +512,7 @@ def _window_attention_bwd_dq_kernel(
         do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
                      + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD), other=0.0)
         row = (win.to(tl.int64) * num_heads + h) * N
-        l2 = tl.load(lse + row + offs_m, mask=offs_m < N, other=float("inf"))
+        m2, ll2 = _row_stats(lse, row, offs_m, N)
         if ONE_BLOCK:
             kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, ty_n0, tx_n0, offs_n0, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM,
                                          SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, HEAD_DIM, WH, WW, MAP,
@@ -502,7 +522,7 @@ def _window_attention_bwd_dq_kernel(
             else:
                 bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
             s = _logits2(q, kt, qk_scale, bias, IEEE)
-            p = tl.exp2(s - l2[:, None])
+            p = _probs(s, m2, ll2)
             dp = _mm(do, tl.trans(vt), IEEE)
             dlt = tl.sum(p * dp, 1)  # exact fp32 delta_i = sum_j P_ij dP_ij
             ds = p * (dp - dlt[:, None])
@@ -523,7 +543,7 @@ def _window_attention_bwd_dq_kernel(
                                                  HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
                     s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
                                                                 HAS_DENSE, HAS_MASK), IEEE)
-                    dlt += tl.sum(tl.exp2(s - l2[:, None]) * _mm(do, tl.trans(vt), IEEE), 1)
+                    dlt += tl.sum(_probs(s, m2, ll2) * _mm(do, tl.trans(vt), IEEE), 1)
             dq = tl.zeros([BLOCK_M, D_PAD], tl.float32)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + offs_n0
@@ -532,7 +552,7 @@ def _window_attention_bwd_dq_kernel(
                                              HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
                 s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
                                                             HAS_DENSE, HAS_MASK), IEEE)
-                p = tl.exp2(s - l2[:, None])
+                p = _probs(s, m2, ll2)
                 ds = p * (_mm(do, tl.trans(vt), IEEE) - dlt[:, None])
                 dq += _mm(ds.to(kt.dtype), kt, IEEE)
                 if BIAS_GRAD:  # this program's own slice, no other writer: first window stores, later ones add
@@ -599,13 +619,13 @@ def _window_attention_bwd_dkdv_kernel(
             do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
                          + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD),
                          other=0.0)
-            l2 = tl.load(lse + row + offs_m, mask=offs_m < N, other=float("inf"))
+            m2, ll2 = _row_stats(lse, row, offs_m, N)
             dlt = tl.load(delta + row + offs_m, mask=offs_m < N, other=0.0)
             if HOIST_BIAS:
                 bias = bias0
             else:
                 bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
-            p = tl.exp2(_logits2(q, kt, qk_scale, bias, IEEE) - l2[:, None])  # [BM, BN]
+            p = _probs(_logits2(q, kt, qk_scale, bias, IEEE), m2, ll2)  # [BM, BN]
             dv += _mm(tl.trans(p.to(do.dtype)), do, IEEE)
             ds = p * (_mm(do, tl.trans(vt), IEEE) - dlt[:, None])
             dk += _mm(tl.trans(ds.to(q.dtype)), q, IEEE)
@@ -780,12 +800,13 @@ def _flags(geo, qkv, dense, mask, qkv_bias, off64):
 
 
 def window_attention_fwd_triton(geo, qkv, table, qkv_bias, mask, scale):
-    """Forward for any mode. Returns (out [*pos, heads*d] contiguous, lse2 [windows, heads, N] fp32).
+    """Forward for any mode. Returns (out [*pos, heads*d] contiguous, stats [windows, heads, 2, N] fp32).
 
-    lse2 is the base-2 logsumexp of each query's logits (+inf for a row whose logits are all -inf).
+    stats[:, :, 0] is each query's base-2 logit max (+inf for a row whose logits are all -inf),
+    stats[:, :, 1] log2 of its sum of exp2(s - max); the backward takes them as they are.
     """
     out = _empty(geo.pos_shape + (geo.C,), qkv)
-    lse = _empty((geo.n_win, geo.heads, geo.N), qkv, torch.float32)
+    lse = _empty((geo.n_win, geo.heads, 2, geo.N), qkv, torch.float32)
     if out.numel() == 0:
         return out, lse
     dense = _dense_bias(geo, table, qkv)
