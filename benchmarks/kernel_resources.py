@@ -349,6 +349,8 @@ def collect(subset: str) -> List[Tuple[str, str, Launch]]:
         dt = _DTYPES[dn]
         for s in swin:
             for seq in (False, True):
+                if subset == "ci" and dn != "bf16" and (seq or s.name.startswith("swin_b")):
+                    continue  # CI: fp32 only at Swin-T's map mode (it is the slow part to compile)
                 desc = (f"{s.name}{'-windows' if seq else ''} B{s.batch} {s.hw}x{s.hw} h{s.heads} d{s.head_dim} "
                         f"w{s.window} s{s.shift}")
                 out += [(desc, dn, ln) for ln in swin_launches(s, dt, seq)]

@@ -3,9 +3,9 @@
 Runs `benchmarks/kernel_resources.py --subset ci` in a fresh process: there the kernels are JIT
 functions (not the interpreter's) and the autotune prunes see the GPU path, exactly as on a GPU.
 The subset covers the window-attention forward, dq, dkdv, dense-bias and table-gradient kernels
-(Swin-T stage 1 and Swin-B 384 stage 1, shifted, bf16 and fp32), global attention (UniFormer-S
-stage 3) and the depthwise conv and conv + LayerNorm kernels. Fails on any compile error and on any
-kept config that spills on sm_90 (sm_80: more than 16 bytes).
+(Swin-T stage 1 and Swin-B 384 stage 1, shifted, bf16; fp32 at Swin-T in map mode), global
+attention (UniFormer-S stage 3) and the depthwise conv and conv + LayerNorm kernels. Fails on any
+compile error and on any kept config that spills on sm_90 (sm_80: more than 16 bytes).
 """
 import json
 import os
