@@ -49,18 +49,34 @@ def effective_window(
     return window, shift
 
 
+def _set_common(blk: nn.Module, dim, input_resolution, num_heads, mlp_ratio, pad_order: str) -> None:
+    if pad_order not in PAD_ORDERS:
+        raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
+    blk.dim = dim
+    blk.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
+    blk.num_heads = num_heads
+    blk.mlp_ratio = mlp_ratio
+    blk.pad_order = pad_order
+
+
+def block_settings(blk: nn.Module, dim, input_resolution, num_heads, mlp_ratio, pad_order: str, window_size,
+                   shift_size, always_partition: bool) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """Validate and set a (V1 or V2) block's plain settings; returns its effective (window, shift)."""
+    _set_common(blk, dim, input_resolution, num_heads, mlp_ratio, pad_order)
+    window, shift = effective_window(None if always_partition else blk.input_resolution, window_size, shift_size)
+    if shift[0] >= window[0] or shift[1] >= window[1]:
+        raise ValueError(f"shift_size {shift} must be smaller than window_size {window} in each dim")
+    blk.window_size, blk.shift_size = window, shift
+    return window, shift
+
+
 def block_shell(cls, attn: nn.Module, mlp: nn.Module, window_size, shift_size, input_resolution,
                 pad_order: str) -> nn.Module:
     """An initialised-but-empty `cls` block with the settings `from_modules` derives (V1 and V2)."""
-    if pad_order not in PAD_ORDERS:
-        raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
     blk = cls.__new__(cls)
     nn.Module.__init__(blk)
-    blk.dim = attn.dim
-    blk.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
-    blk.num_heads = attn.num_heads
-    blk.mlp_ratio = getattr(getattr(mlp, "fc1", None), "out_features", 0) / attn.dim
-    blk.pad_order = pad_order
+    _set_common(blk, attn.dim, input_resolution, attn.num_heads,
+                getattr(getattr(mlp, "fc1", None), "out_features", 0) / attn.dim, pad_order)
     blk.window_size = pair("window_size", window_size)
     blk.shift_size = pair("shift_size", shift_size, allow_zero=True)
     if blk.window_size != attn.window_size:
@@ -117,17 +133,8 @@ class SwinTransformerBlock(nn.Module):
                  norm_layer=nn.LayerNorm, pad_order: str = "roll_pad", always_partition: bool = False,
                  head_dim: Optional[int] = None, backend: Optional[str] = None):
         super().__init__()
-        if pad_order not in PAD_ORDERS:
-            raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
-        self.dim = dim
-        self.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.pad_order = pad_order
-        window, shift = effective_window(None if always_partition else self.input_resolution, window_size, shift_size)
-        if shift[0] >= window[0] or shift[1] >= window[1]:
-            raise ValueError(f"shift_size {shift} must be smaller than window_size {window} in each dim")
-        self.window_size, self.shift_size = window, shift
+        window, shift = block_settings(self, dim, input_resolution, num_heads, mlp_ratio, pad_order, window_size,
+                                       shift_size, always_partition)
 
         self.norm1 = norm_layer(dim)
         self.attn = WindowAttention(dim, window, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,

@@ -24,12 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from ..ops import PAD_ORDERS, relative_position_index
+from ..ops import relative_position_index
 from ..utils import pair
 from . import checks
 from .drop import DropPath
 from .mlp import Mlp
-from .swin_block import block_shell, drop_saved_shift_mask, effective_window
+from .swin_block import block_settings, block_shell, drop_saved_shift_mask
 
 __all__ = ["PatchMergingV2", "SwinTransformerV2Block", "WindowAttentionV2", "log_spaced_coords"]
 
@@ -172,17 +172,8 @@ class SwinTransformerV2Block(nn.Module):
                  norm_layer=nn.LayerNorm, pretrained_window_size=0, pad_order: str = "roll_pad",
                  backend: Optional[str] = None):
         super().__init__()
-        if pad_order not in PAD_ORDERS:
-            raise ValueError(f"pad_order must be one of {PAD_ORDERS}, got {pad_order!r}")
-        self.dim = dim
-        self.input_resolution = None if input_resolution is None else pair("input_resolution", input_resolution)
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.pad_order = pad_order
-        window, shift = effective_window(None if always_partition else self.input_resolution, window_size, shift_size)
-        if shift[0] >= window[0] or shift[1] >= window[1]:
-            raise ValueError(f"shift_size {shift} must be smaller than window_size {window} in each dim")
-        self.window_size, self.shift_size = window, shift
+        window, shift = block_settings(self, dim, input_resolution, num_heads, mlp_ratio, pad_order, window_size,
+                                       shift_size, always_partition)
 
         self.attn = WindowAttentionV2(dim, window, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
                                       proj_drop=proj_drop, pretrained_window_size=pair(

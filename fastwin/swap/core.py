@@ -13,9 +13,12 @@ import dataclasses
 import itertools
 import weakref
 from collections import Counter
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
+import torch
 import torch.nn as nn
+
+from ..utils import pair
 
 
 @dataclasses.dataclass
@@ -30,6 +33,41 @@ _RULES: List[SwapRule] = []
 
 def register_swap(name: str, matches: Callable, convert: Callable) -> None:
     _RULES.append(SwapRule(name, matches, convert))
+
+
+_SWIN_BLOCK_CHILDREN = {"norm1", "attn", "norm2", "mlp", "drop_path", "drop_path1", "drop_path2"}
+
+
+def pair_or_none(v, allow_zero: bool = False) -> Optional[Tuple[int, int]]:
+    """`pair(v)` of an int / list / tuple / torch.Size, or None if it is not a valid size."""
+    try:
+        return pair("size", tuple(v) if isinstance(v, (list, tuple, torch.Size)) else v, allow_zero=allow_zero)
+    except (ValueError, TypeError):
+        return None
+
+
+def swin_block_parts(m, fused_cls: type, is_attention: Callable):
+    """(attn, norm1, norm2, mlp, window, shift) of a foreign timm/official-style Swin block, or None.
+
+    None for fastwin's own `fused_cls`, for blocks whose `attn` fails `is_attention`, and for blocks
+    with extra children or own parameters (layer scale, post-norm variants ...): they compute
+    something else.
+    """
+    if isinstance(m, fused_cls) or not isinstance(m, nn.Module):
+        return None
+    attn = getattr(m, "attn", None)
+    if not is_attention(attn):
+        return None
+    norm1, norm2, mlp = (getattr(m, n, None) for n in ("norm1", "norm2", "mlp"))
+    if not all(isinstance(p, nn.Module) for p in (norm1, norm2, mlp)):
+        return None
+    if set(dict(m.named_children())) - _SWIN_BLOCK_CHILDREN or any(True for _ in m.named_parameters(recurse=False)):
+        return None
+    window = pair_or_none(getattr(m, "window_size", None))
+    shift = pair_or_none(getattr(m, "shift_size", None), allow_zero=True)
+    if window is None or shift is None or window != pair_or_none(attn.window_size):
+        return None
+    return attn, norm1, norm2, mlp, window, shift
 
 
 def register_planned_swap(name: str, parts: Callable, plan: Callable) -> None:

@@ -22,18 +22,10 @@ import torch.nn as nn
 
 from ..layers import SwinTransformerBlock, WindowAttention, checks
 from ..ops import PAD_ORDERS, relative_position_index, shift_mask
-from ..utils import ceil_div, pair
-from .core import register_planned_swap, register_swap
+from ..utils import ceil_div
+from .core import pair_or_none, register_planned_swap, register_swap, swin_block_parts
 
 _ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax"}
-_BLOCK_CHILDREN = {"norm1", "attn", "norm2", "mlp", "drop_path", "drop_path1", "drop_path2"}
-
-
-def _window_pair(ws):
-    try:
-        return pair("window_size", tuple(ws) if isinstance(ws, (list, tuple, torch.Size)) else ws)
-    except (ValueError, TypeError):
-        return None
 
 
 def _is_foreign_window_attention(m) -> bool:
@@ -41,7 +33,7 @@ def _is_foreign_window_attention(m) -> bool:
     if isinstance(m, WindowAttention) or not isinstance(m, nn.Module):
         return False
     table, qkv, proj = (getattr(m, n, None) for n in ("relative_position_bias_table", "qkv", "proj"))
-    heads, window = getattr(m, "num_heads", None), _window_pair(getattr(m, "window_size", None))
+    heads, window = getattr(m, "num_heads", None), pair_or_none(getattr(m, "window_size", None))
     if not (isinstance(table, nn.Parameter) and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)):
         return False
     if not isinstance(heads, int) or heads <= 0 or window is None or qkv.out_features % (3 * heads):
@@ -76,7 +68,7 @@ def _dropout_p(m) -> float:
 
 def _convert_window_attention(m) -> WindowAttention:
     """fastwin.WindowAttention sharing the foreign module's parameters (same objects, not copies)."""
-    heads, window = m.num_heads, _window_pair(m.window_size)
+    heads, window = m.num_heads, pair_or_none(m.window_size)
     head_dim = m.qkv.out_features // (3 * heads)
     scale = getattr(m, "scale", None)
     new = WindowAttention(m.qkv.in_features, window, heads, qkv_bias=m.qkv.bias is not None,
@@ -170,25 +162,11 @@ class _Probe:
 
 def _block_parts(m):
     """(attn, norm1, norm2, mlp, drop_path, window, shift) of a Swin v1 block, or None."""
-    if isinstance(m, SwinTransformerBlock) or not isinstance(m, nn.Module):
+    parts = swin_block_parts(m, SwinTransformerBlock,
+                             lambda a: isinstance(a, WindowAttention) or _is_foreign_window_attention(a))
+    if parts is None:
         return None
-    attn = getattr(m, "attn", None)
-    if not (isinstance(attn, WindowAttention) or _is_foreign_window_attention(attn)):
-        return None
-    norm1, norm2, mlp = (getattr(m, n, None) for n in ("norm1", "norm2", "mlp"))
-    if not all(isinstance(p, nn.Module) for p in (norm1, norm2, mlp)):
-        return None
-    # Extra children or own parameters (layer scale, post-norm variants ...) compute something else.
-    if set(dict(m.named_children())) - _BLOCK_CHILDREN or any(True for _ in m.named_parameters(recurse=False)):
-        return None
-    window = _window_pair(getattr(m, "window_size", None))
-    shift = getattr(m, "shift_size", None)
-    try:
-        shift = pair("shift_size", tuple(shift) if isinstance(shift, (list, tuple)) else shift, allow_zero=True)
-    except (ValueError, TypeError):
-        return None
-    if window is None or window != _window_pair(attn.window_size):
-        return None
+    attn, norm1, norm2, mlp, window, shift = parts
     drop_path = getattr(m, "drop_path", None) or getattr(m, "drop_path1", None)
     return attn, norm1, norm2, mlp, drop_path, window, shift
 
@@ -218,14 +196,14 @@ def _cpu_twin(m: nn.Module) -> nn.Module:
             else:
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
         for mod in twin.modules():
-            window = _window_pair(getattr(mod, "window_size", None))
+            window = pair_or_none(getattr(mod, "window_size", None))
             index = getattr(mod, "relative_position_index", None)
             if window is not None and isinstance(index, torch.Tensor):
                 want = relative_position_index(window)
                 if index.shape == want.shape:
                     index.copy_(want)
         parts, mask = _block_parts(twin), getattr(twin, "attn_mask", None)
-        res = _window_pair(getattr(twin, "input_resolution", None))
+        res = pair_or_none(getattr(twin, "input_resolution", None))
         if parts is not None and res is not None and isinstance(mask, torch.Tensor) and mask.is_floating_point():
             want = shift_mask(res[0], res[1], parts[5], parts[6])
             if want is not None and want.shape == mask.shape:
@@ -264,7 +242,7 @@ def _plan_block(m) -> Optional[SwinTransformerBlock]:
     params = list(inspect.signature(m.forward).parameters)
     detection = "mask_matrix" in params or (len(params) >= 2 and hasattr(m, "H") and hasattr(m, "W"))
     res = getattr(m, "input_resolution", None)
-    if not detection and _window_pair(res) is None:
+    if not detection and pair_or_none(res) is None:
         return None
     order = _source_pad_order(type(m))
     orders = ["roll_pad"] if order == "no_pad" else [order] if order in PAD_ORDERS else list(PAD_ORDERS)
@@ -288,7 +266,7 @@ def _plan_block(m) -> Optional[SwinTransformerBlock]:
 
         inputs = [(probe.randn(2, H * W, C), H, W) for H, W in sizes]
     else:
-        H, W = _window_pair(res)
+        H, W = pair_or_none(res)
         x4 = probe.randn(2, H, W, C)
         y4 = probe.run(lambda: m(x4))
         nhwc = isinstance(y4, torch.Tensor) and y4.shape == x4.shape

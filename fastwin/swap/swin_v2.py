@@ -19,19 +19,10 @@ import torch.nn as nn
 
 from ..layers.swin_v2_block import SwinTransformerV2Block, WindowAttentionV2, log_spaced_coords
 from ..ops import relative_position_index, shift_mask
-from ..utils import pair
-from .core import register_planned_swap, register_swap
+from .core import pair_or_none, register_planned_swap, register_swap, swin_block_parts
 
 _ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax", "cpb_mlp"}
 _ATTN_PARAMS = {"logit_scale", "q_bias", "v_bias"}
-_BLOCK_CHILDREN = {"norm1", "attn", "norm2", "mlp", "drop_path", "drop_path1", "drop_path2"}
-
-
-def _pair_or_none(v, allow_zero=False):
-    try:
-        return pair("size", tuple(v) if isinstance(v, (list, tuple, torch.Size)) else v, allow_zero=allow_zero)
-    except (ValueError, TypeError):
-        return None
 
 
 def _is_cpb_mlp(mlp, heads: int) -> bool:
@@ -48,7 +39,7 @@ def _is_foreign_v2_attention(m) -> bool:
     """timm's / the official Swin V2 `WindowAttention`, recognised by structure (not by class name)."""
     if isinstance(m, WindowAttentionV2) or not isinstance(m, nn.Module):
         return False
-    heads, window = getattr(m, "num_heads", None), _pair_or_none(getattr(m, "window_size", None))
+    heads, window = getattr(m, "num_heads", None), pair_or_none(getattr(m, "window_size", None))
     qkv, proj, scale = (getattr(m, n, None) for n in ("qkv", "proj", "logit_scale"))
     if not isinstance(heads, int) or heads <= 0 or window is None:
         return False
@@ -95,8 +86,8 @@ def _dropout_p(m) -> float:
 
 def _convert_v2_attention(m) -> WindowAttentionV2:
     """fastwin `WindowAttentionV2` sharing the foreign module's parameters (same objects, not copies)."""
-    window = _pair_or_none(m.window_size)
-    pretrained = _pair_or_none(getattr(m, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
+    window = pair_or_none(m.window_size)
+    pretrained = pair_or_none(getattr(m, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
     new = WindowAttentionV2(m.qkv.in_features, window, m.num_heads, qkv_bias=m.q_bias is not None,
                             qkv_bias_separate=bool(getattr(m, "qkv_bias_separate", False)),
                             attn_drop=_dropout_p(getattr(m, "attn_drop", None)),
@@ -119,20 +110,11 @@ def _convert_v2_attention(m) -> WindowAttentionV2:
 
 def _block_parts(m):
     """(attn, norm1, norm2, mlp, drop_path1, drop_path2, window, shift) of a Swin V2 block, or None."""
-    if isinstance(m, SwinTransformerV2Block) or not isinstance(m, nn.Module):
+    parts = swin_block_parts(m, SwinTransformerV2Block,
+                             lambda a: isinstance(a, WindowAttentionV2) or _is_foreign_v2_attention(a))
+    if parts is None:
         return None
-    attn = getattr(m, "attn", None)
-    if not (isinstance(attn, WindowAttentionV2) or _is_foreign_v2_attention(attn)):
-        return None
-    norm1, norm2, mlp = (getattr(m, n, None) for n in ("norm1", "norm2", "mlp"))
-    if not all(isinstance(p, nn.Module) for p in (norm1, norm2, mlp)):
-        return None
-    if set(dict(m.named_children())) - _BLOCK_CHILDREN or any(True for _ in m.named_parameters(recurse=False)):
-        return None
-    window = _pair_or_none(getattr(m, "window_size", None))
-    shift = _pair_or_none(getattr(m, "shift_size", None), allow_zero=True)
-    if window is None or shift is None or window != _pair_or_none(attn.window_size):
-        return None
+    attn, norm1, norm2, mlp, window, shift = parts
     dp1 = getattr(m, "drop_path1", None) or getattr(m, "drop_path", None)
     dp2 = getattr(m, "drop_path2", None) or getattr(m, "drop_path", None)
     return attn, norm1, norm2, mlp, dp1, dp2, window, shift
@@ -164,15 +146,15 @@ def _random_twin(m: nn.Module) -> nn.Module:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
         if meta:
             attn = twin.attn
-            window = _pair_or_none(attn.window_size)
-            pretrained = _pair_or_none(getattr(attn, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
+            window = pair_or_none(attn.window_size)
+            pretrained = pair_or_none(getattr(attn, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
             attn.relative_coords_table.copy_(log_spaced_coords(window, pretrained))
             if getattr(attn, "relative_position_index", None) is not None:
                 attn.relative_position_index.copy_(relative_position_index(window))
             if getattr(attn, "k_bias", None) is not None:
                 attn.k_bias.zero_()
-            mask, res = getattr(twin, "attn_mask", None), _pair_or_none(getattr(twin, "input_resolution", None))
-            shift = _pair_or_none(getattr(twin, "shift_size", None), allow_zero=True)
+            mask, res = getattr(twin, "attn_mask", None), pair_or_none(getattr(twin, "input_resolution", None))
+            shift = pair_or_none(getattr(twin, "shift_size", None), allow_zero=True)
             if isinstance(mask, torch.Tensor) and res is not None and shift is not None:
                 want = shift_mask(res[0], res[1], window, shift)
                 if want is not None and want.shape == mask.shape:
@@ -196,7 +178,7 @@ def _close(a, b, tol=1e-4) -> bool:
 def _plan_block(m) -> Optional[SwinTransformerV2Block]:
     """A verified fastwin V2 block around `m`'s own modules, or None when it does not match safely."""
     parts = _block_parts(m)
-    res = _pair_or_none(getattr(m, "input_resolution", None))
+    res = pair_or_none(getattr(m, "input_resolution", None))
     if parts is None or res is None:
         return None
     twin = _random_twin(m)
