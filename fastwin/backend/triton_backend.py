@@ -7,11 +7,11 @@ outcome. Kernel limits come from the kernel modules' own capability functions.
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Optional
 
 import torch
 
+from ..kernels.triton import interpreting  # triton-free: reads the environment only
 from . import library
 from .compiled import make_impls
 
@@ -20,10 +20,6 @@ NAME = "triton"
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _state = {}
 IMPLS = {}  # filled by register() once the ops exist
-
-
-def interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def register() -> Optional[str]:
@@ -36,7 +32,7 @@ def register() -> Optional[str]:
 def _register() -> Optional[str]:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton)"
-    if not (interpret() or torch.cuda.is_available()):
+    if not (interpreting() or torch.cuda.is_available()):
         return "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on the CPU, slowly)"
     try:
         from . import triton_ops  # noqa: F401  (defines the fastwin:: ops)
@@ -82,7 +78,7 @@ def _conv_reason(call) -> Optional[str]:
 
 
 def supports(call) -> Optional[str]:
-    if call.device_type == "cpu" and not interpret():
+    if call.device_type == "cpu" and not interpreting():
         return "CPU tensors need TRITON_INTERPRET=1"
     if call.device_type not in ("cpu", "cuda"):
         return f"device {call.device_type} is not supported"

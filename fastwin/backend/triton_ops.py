@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..kernels.triton import dwconv as _dw
 from ..kernels.triton import dwconv_layernorm as _dwln
+from ..kernels.triton import interpreting
 from ..kernels.triton import window_attention as _wa
 
 NAMESPACE = "fastwin"
@@ -43,7 +44,7 @@ def _identity(kernel):
 def _define(name: str, factory):
     """Register `factory(launch)` as `fastwin::<name>` (triton_op on GPU; custom_op + fake in the interpreter)."""
     qualname = f"{NAMESPACE}::{name}"
-    if _wa._interpreting():
+    if interpreting():
         op = torch.library.custom_op(qualname, mutates_args=())(factory(_identity))
         op.register_fake(factory(_SkipLaunch))
         return op

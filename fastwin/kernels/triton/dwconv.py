@@ -33,17 +33,12 @@ spills. Launchers expect arguments validated by `fastwin.ops` (shapes, dtypes, o
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from . import interpreting
 from .autotune import autotune
-
-# Under the CPU interpreter every program instance costs milliseconds and autotuning would run each
-# config: prune to the single config that launches the fewest programs.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 MAX_KERNEL = 7  # largest kernel the launchers accept (register budget of the wgrad tap tile)
 
@@ -87,7 +82,7 @@ def _prune_conv(configs, nargs, **kwargs):
     kept = [c for c in configs if c.kwargs["BLOCK_C"] <= cmax and c.kwargs["BLOCK_P"] <= pmax
             and c.kwargs["BLOCK_P"] * c.kwargs["BLOCK_C"] <= emax]
     kept = kept or configs[:1]
-    return _pick_for_interpreter(kept, n_pix, n_chan) if _INTERPRET else kept
+    return _pick_for_interpreter(kept, n_pix, n_chan) if interpreting() else kept
 
 
 def _prune_wgrad(configs, nargs, **kwargs):
@@ -105,7 +100,7 @@ def _prune_wgrad(configs, nargs, **kwargs):
         and c.kwargs["BLOCK_P"] * taps * c.kwargs["BLOCK_C"] <= 32 * 32 * c.num_warps
     ]
     kept = kept or [min(configs, key=lambda c: c.kwargs["BLOCK_P"] * c.kwargs["BLOCK_C"])]
-    return _pick_for_interpreter(kept, n_pix, n_chan) if _INTERPRET else kept
+    return _pick_for_interpreter(kept, n_pix, n_chan) if interpreting() else kept
 
 
 # <= 2048-element tiles at 8 elements per lane: ~130 registers for K = 7 on sm_90, no spills

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import dwconv
+from . import dwconv, interpreting
 from .autotune import autotune
 
 MAX_CHANNELS = 2048  # full-C tile per program; beyond this the tile no longer fits in registers
@@ -57,7 +57,7 @@ def _prune_rows(configs, nargs, **kwargs):
         if c.kwargs["BLOCK_P"] <= pmax and 4 <= c.kwargs["BLOCK_P"] * bc // (32 * c.num_warps) <= hi  # 32 lanes/warp
     ]
     kept = kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_P"], c.num_warps))]
-    if dwconv._INTERPRET:  # fewest programs: the interpreter pays per program instance
+    if interpreting():  # fewest programs: the interpreter pays per program instance
         return [max(kept, key=lambda c: (min(c.kwargs["BLOCK_P"], pmax), -c.kwargs["BLOCK_P"]))]
     return kept
 

@@ -68,6 +68,7 @@ import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import wrap_triton
 
+from . import interpreting
 from .autotune import autotune
 from .window_attention_tiles import DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, prune_dkdv, prune_dq, prune_fwd
 
@@ -77,10 +78,6 @@ LOG2E = 1.4426950408889634
 MAX_WINDOW_TOKENS = 1024  # dense bias tile [kinds, heads, NP, NP] fp32 stays a few MB at most
 MAX_HEAD_DIM = 128  # q/k/v/acc tiles of [BLOCK, 128] are the largest the configs budget registers for
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _np2(n: int) -> int:
@@ -687,7 +684,7 @@ def _launch(kernel, grid, *args, **kwargs):
     run on fake tensors when torch derives the op's fake implementation from the launcher; the fake
     pass only needs the output allocations, so the launch is skipped there.
     """
-    if _interpreting() and any(torch.is_tensor(a) and (is_fake(a) or a.device.type == "meta") for a in args):
+    if interpreting() and any(torch.is_tensor(a) and (is_fake(a) or a.device.type == "meta") for a in args):
         return
     wrap_triton(kernel)[grid](*args, **kwargs)
 
@@ -755,7 +752,7 @@ class _Geometry:
 
     def chunks(self, n_groups, target):
         """Chunks per group: about `target` programs in all (one chunk per group when interpreting)."""
-        if _interpreting():
+        if interpreting():
             return 1
         if not self.map:
             largest = self.n_win // n_groups

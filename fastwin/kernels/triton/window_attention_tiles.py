@@ -7,14 +7,10 @@ spills, and forward entries only if they also fit 128 registers (16 resident war
 """
 from __future__ import annotations
 
-import os
-
 import triton
 from triton.runtime import driver as _driver
 
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+from . import interpreting
 
 
 def _cfg(bm, bn, warps, stages, maxnreg=None):
@@ -117,7 +113,7 @@ def _prune(configs, args, tables, axis):
             and mode(c) in allowed.get(key(c), ())]
     if not kept:  # a regime the tables do not cover: the smallest tile (correct, maybe slow)
         kept = [c for c in configs if key(c) == (16, 16, 4, 1, None)]
-    if _interpreting():  # one config, so the interpreter never benchmarks: one block if possible, big tiles
+    if interpreting():  # one config, so the interpreter never benchmarks: one block if possible, big tiles
         kept = [max(kept, key=lambda c: (mode(c) == "one", c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]))]
     return kept
 
