@@ -293,8 +293,8 @@ class TimmStage(nn.Module):
         super().__init__()
         if downsample:
             self.downsample = TimmPatchMerging(dim // 2)
-            # timm: the nominal resolution (window shrinking) floors; odd maps are padded at run time
-            input_resolution = tuple(r // 2 for r in input_resolution)
+            # timm (>= 1.0.30): the nominal resolution (window shrinking) is the padded map's, rounded up
+            input_resolution = tuple((r + 1) // 2 for r in input_resolution)
         else:
             self.downsample = nn.Identity()
         self.blocks = nn.Sequential(*[
@@ -326,7 +326,7 @@ class TimmSwin(nn.Module):
         for i in range(len(depths)):
             stages.append(TimmStage(embed_dim * 2 ** i, res, depths[i], num_heads[i], window_size, downsample=i > 0))
             if i > 0:
-                res = tuple(r // 2 for r in res)
+                res = tuple((r + 1) // 2 for r in res)
         self.layers = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(embed_dim * 2 ** (len(depths) - 1))
         self.head = TimmHead(embed_dim * 2 ** (len(depths) - 1), num_classes)

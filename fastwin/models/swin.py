@@ -47,13 +47,18 @@ __all__ = ["BasicLayer", "SwinTransformer", "swin_group_ordinal"]
 def stage_resolutions(img_size, patch_size, num_stages: int) -> List[Tuple[int, int]]:
     """Nominal feature-map size of every stage's blocks, used for window shrinking and bias-table shapes.
 
-    Floor divisions, `img // patch // 2**i`, exactly as timm and the official code derive
-    `input_resolution` from `img_size` (timm pads odd maps at run time, but decides the windows on
-    these floors), so timm checkpoints of any `img_size` load and run identically. At least 1.
+    The patch grid floors (`img // patch`, as timm's stem conv drops the remainder), and each patch
+    merging halves it rounding up (`(r + 1) // 2`), because odd maps are zero-padded before merging:
+    these are the maps the blocks really see, and what timm (>= 1.0.30) derives `input_resolution`
+    from, so timm checkpoints of any `img_size` load and run identically. Where the official code runs
+    (even maps at every stage) this equals its floors. At least 1.
     """
     h, w = pair("img_size", img_size)
     ph, pw = pair("patch_size", patch_size)
-    return [(max(1, h // ph // 2 ** i), max(1, w // pw // 2 ** i)) for i in range(num_stages)]
+    res = [(max(1, h // ph), max(1, w // pw))]
+    for _ in range(num_stages - 1):
+        res.append(tuple((r + 1) // 2 for r in res[-1]))
+    return res
 
 
 _GROUP_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")

@@ -10,7 +10,8 @@ Computation follows timm: residual post-norm blocks on `[B, H, W, C]` maps, cosi
 per-head logit scale, the continuous position bias evaluated once per block call, roll-then-pad for
 maps not divisible by the window, a shift mask derived from the actual padded map (timm's
 `dynamic_mask`), so any input size runs. The window shrinks (shift 0) where a stage's nominal map,
-`floor(img_size / patch / 2^i)` as timm computes it, is not larger than the window.
+as timm computes it (`stage_resolutions`: the patch grid, halved rounding up per merge), is not larger
+than the window.
 """
 from __future__ import annotations
 
