@@ -21,6 +21,7 @@ from ..layers import Attention, DropPath, Mlp
 from ..layers.checks import features as _check_features
 from ..utils import init_weights_trunc_normal
 from .checkpoint import checkpoint_filter
+from ..utils import fx_proxy
 from .features import check_image, check_output_fmt, feature_take_indices, to_format
 from .registry import pretrained_cfg, register_model, register_pretrained_cfgs
 
@@ -305,7 +306,7 @@ class UniFormer(nn.Module):
 
     def _check_input(self, x):
         check_image(x, self.in_chans)
-        if not self.conv_stem and min(x.shape[-2:]) < 32:
+        if not self.conv_stem and not fx_proxy(x) and min(x.shape[-2:]) < 32:
             # patch stem: 4x then three 2x patchifications need at least a 32 px side
             raise ValueError(f"input must be at least 32x32 for the patch stem, got {tuple(x.shape[-2:])}")
 

@@ -9,6 +9,7 @@ import math
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -74,6 +75,9 @@ def resample_abs_pos_embed(
     grid = F.interpolate(grid, size=new_size, mode=interpolation, antialias=antialias, align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_size[0] * new_size[1], dim).to(posemb.dtype)
     return torch.cat([prefix, grid], dim=1)
+
+
+torch.fx.wrap("resample_abs_pos_embed")  # size-dependent: a traced graph calls it, and so runs any grid
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -234,9 +238,7 @@ class VisionTransformer(nn.Module):
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """[B, h, w, D] patch grid -> [B, prefix + h*w, D] with prefix tokens and position embedding."""
         B, h, w, D = x.shape
-        pos = self.pos_embed
-        if (h, w) != self.grid_size:
-            pos = resample_abs_pos_embed(pos, (h, w), self.grid_size, self.num_prefix_tokens)
+        pos = resample_abs_pos_embed(self.pos_embed, (h, w), self.grid_size, self.num_prefix_tokens)  # as is if equal
         x = torch.cat(self._prefix_tokens(B) + [x.reshape(B, h * w, D)], dim=1)
         return self.pos_drop(x + pos)
 
