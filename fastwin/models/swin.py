@@ -176,8 +176,10 @@ class SwinTransformer(nn.Module):
         self.head_hidden_size = pooled_width(self.num_features, global_pool)  # width of forward_head(pre_logits)
         self.output_fmt = "NHWC"  # layout of forward_features and of the default features_only maps
         stride = pair("patch_size", patch_size)[0]
-        self.feature_info = [dict(num_chs=int(embed_dim * 2 ** i), reduction=stride * 2 ** i, module=f"layers.{i}")
-                             for i in range(self.num_layers)]
+        # `module`: the module whose output is the stage map (hooks, torch.fx feature extraction): the
+        # stage's last block, since this layout's `layers.{i}` ends with the next stage's patch merging
+        self.feature_info = [dict(num_chs=int(embed_dim * 2 ** i), reduction=stride * 2 ** i,
+                                  module=f"layers.{i}.blocks.{depths[i] - 1}") for i in range(self.num_layers)]
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None,
                                       flatten=False, pad=True)

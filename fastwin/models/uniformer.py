@@ -237,7 +237,8 @@ class UniFormer(nn.Module):
         self.grad_checkpointing = False
         self.num_stages = 4  # fewer once `prune_intermediate_layers` dropped later stages
         self.output_fmt = "NCHW"
-        self.feature_info = [dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f"blocks{i + 1}")
+        # `module`: the stage's last block, whose output is the stage map (hooks, torch.fx extraction)
+        self.feature_info = [dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f"blocks{i + 1}.{depth[i] - 1}")
                              for i in range(4)]
         if conv_stem:
             self.patch_embed1 = ConvStemHead(in_chans, embed_dim[0])
