@@ -56,7 +56,8 @@ def feature_take_indices(num_features: int, indices: Indices = None) -> Tuple[Li
 def check_image(x, in_chans: int) -> None:
     """TypeError / ValueError unless `x` is a [B, in_chans, H, W] tensor (before any layer runs).
 
-    Skipped under torch.fx tracing (`fx_proxy`); the traced module's layers check their inputs.
+    Skipped for a torch.fx Proxy (`fastwin.utils.fx_proxy`): tracing has no shape to check; the
+    traced graph keeps the fused ops as calls, which check the tensors they get.
     """
     if fx_proxy(x):
         return
