@@ -92,6 +92,10 @@ def test_tags_select_timms_config_and_unknown_tags_are_refused():
     assert vit.head.out_features == 21843 and vit.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
     default = fastwin.create_model("vit_base_patch16_224", **tiny("vit")).pretrained_cfg
     assert default["tag"] == next(iter(TAGS["vit_base_patch16_224"]))  # timm's default tag
+    from fastwin.models.swin import swin_base_patch4_window12_384  # the entry point itself: the same config
+    direct = swin_base_patch4_window12_384(**tiny("swin")).pretrained_cfg
+    assert direct == fastwin.create_model("swin_base_patch4_window12_384", **tiny("swin")).pretrained_cfg
+    assert direct["tag"] == "ms_in22k_ft_in1k" and direct["fixed_input_size"] is True
     with pytest.raises(ValueError, match="unknown pretrained tag 'in99k'.*augreg_in21k"):
         fastwin.create_model("vit_tiny_patch16_224.in99k")
 

@@ -41,7 +41,8 @@ def register_model(fn: Callable) -> Callable:
     """Decorator: register an entry point under its function name.
 
     The registered (and returned) function attaches the name's default config from
-    `register_pretrained_cfgs` as `model.pretrained_cfg` unless the entry point set one.
+    `register_pretrained_cfgs` as `model.pretrained_cfg` unless the entry point set one, with timm's
+    default tag's entries (`pretrained_tags.TAGS`) for names timm has.
     """
     name = fn.__name__
     if name in _MODELS:
@@ -50,8 +51,9 @@ def register_model(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def entry(**kwargs):
         model = fn(**kwargs)
-        if getattr(model, "pretrained_cfg", None) is None and name in _CFGS:
-            with_pretrained_cfg(model, name, _CFGS[name])
+        cfg = getattr(model, "pretrained_cfg", None) or _CFGS.get(name)
+        if cfg is not None:
+            with_pretrained_cfg(model, name, with_tag(cfg, *tag_cfg(name)))
         return model
 
     _MODELS[name] = entry
@@ -117,6 +119,18 @@ def tag_cfg(arch: str, tag: str = ""):
     if tag not in tags:
         raise ValueError(f"unknown pretrained tag {tag!r} for {arch}; timm's tags: {list(tags)}")
     return tag, dict(tags[tag])
+
+
+def with_tag(cfg: dict, tag: str, entries: dict) -> dict:
+    """`cfg` with a tag's entries (`tag_cfg`): tag-specific keys of another tag (a test size ...) go."""
+    out = {k: v for k, v in cfg.items() if k in PRETRAINED_CFG_KEYS or k not in _TAG_KEYS}
+    out.update(entries)
+    if tag:
+        out["tag"] = tag
+    return out
+
+
+_TAG_KEYS = {k for tags in TAGS.values() for entries in tags.values() for k in entries}
 
 
 def _defaults_from_cfg(cfg: dict, kwargs: dict) -> None:
@@ -226,10 +240,7 @@ def create_model(name: str, checkpoint=None, pretrained: bool = False, pretraine
     cfg_entries.update(pretrained_cfg_overlay or {})
     _defaults_from_cfg(cfg_entries, kwargs)
     model = _MODELS[arch](**kwargs)
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    cfg.update(cfg_entries)
-    if tag:
-        cfg["tag"] = tag
+    cfg = with_tag(getattr(model, "pretrained_cfg", None) or {}, tag, cfg_entries)
     with_pretrained_cfg(model, arch, cfg)
     if pretrained:
         file = cfg.get("file")
