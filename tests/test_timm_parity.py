@@ -188,11 +188,14 @@ def test_bad_feature_cls_is_refused_before_the_constructor():
         fastwin.create_model("swin_tiny_patch4_window7_224", features_only=True, feature_cls="graph")
     with pytest.raises(TypeError, match="cannot wrap"):
         fastwin.create_model("swin_tiny_patch4_window7_224", features_only=True, feature_cls=FeatureMaps)
-    fx = fastwin.create_model("swin_tiny_patch4_window7_224", features_only=True, feature_cfg=dict(feature_cls="fx"),
+    fx = fastwin.create_model("swinv2_tiny_window8_256", features_only=True, feature_cfg=dict(feature_cls="fx"),
                               **tiny("swin"))
     assert isinstance(fx, FeatureGraph) and isinstance(fx.graph_module, torch.fx.GraphModule)
-    # the train graph and the eval graph share the backbone's parameters
-    assert {id(p) for p in fx.parameters()} == {id(p) for p in fx.__dict__["_eval_graph"].parameters()}
+    # the train graph and the eval graph share the backbone's parameters; conversions reach both
+    eval_graph = fx.__dict__["_eval_graph"]
+    assert {id(p) for p in fx.parameters()} == {id(p) for p in eval_graph.parameters()}
+    fx.double()
+    assert {t.dtype for t in eval_graph.state_dict().values()} == {torch.float64}
 
 
 # ------------------------------------------------------------------------------ fx feature extraction

@@ -190,6 +190,12 @@ class FeatureGraph(nn.Module):
         backbone.train(mode)
         self.train(mode)
 
+    def _apply(self, fn, *args, **kwargs):
+        # `.to()`, `.double()` ...: parameters are shared, but each graph keeps its own buffer references
+        super()._apply(fn, *args, **kwargs)
+        self.__dict__["_eval_graph"]._apply(fn, *args, **kwargs)
+        return self
+
     def forward(self, x: torch.Tensor):
         return (self.graph_module if self.training else self.__dict__["_eval_graph"])(x)
 
