@@ -40,7 +40,7 @@ def tiny(name):
 
 
 def fastwin_tiny(name):
-    return dict(tiny(name), **(dict(layers=(1, 1, 1, 1)) if "r26" in name else {}))
+    return dict(tiny(name), **(dict(layers=(1, 1, 1, 1), channels=(128,) * 4) if "r26" in name else {}))
 
 
 def marked(names):
@@ -181,6 +181,54 @@ def test_symbolic_trace(name):
     gm = torch.fx.symbolic_trace(model)
     first(gm(torch.randn(2, 3, 64, 64))).mean().backward()
     assert all(p.grad is not None for p in gm.parameters())
+
+
+@pytest.mark.parametrize("name,pools", [
+    ("swin_tiny_patch4_window7_224", ("", "avg", "max", "avgmax", "catavgmax")),
+    ("swinv2_tiny_window8_256", ("", "avg", "max", "avgmax", "catavgmax")),
+    ("vit_tiny_patch16_224", ("", "token", "avg", "max", "avgmax")),
+])
+def test_pools_equal_timms(name, pools):
+    """Same weights: after reset_classifier(0, pool) both libraries give the same pooled features."""
+    timm = require_timm()
+    torch.manual_seed(0)
+    ref = timm.create_model(name, img_size=64, **tiny(name)).eval()
+    model = fastwin.create_model(name, img_size=64, checkpoint=ref.state_dict(), **tiny(name)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    for pool in pools:
+        ref.reset_classifier(0, pool)
+        model.reset_classifier(0, pool)
+        assert model.head_hidden_size == ref.head_hidden_size, pool
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-6, msg=pool)
+    with pytest.raises(ValueError, match="global_pool"):
+        model.reset_classifier(0, "map" if name.startswith("vit") else "token")
+
+
+UNIFORMER = dict(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_dim=16)
+
+
+@pytest.mark.parametrize("name", fastwin.list_models("uniformer_*"))
+def test_uniformer_surface_and_trace(name):
+    """UniFormer (not in timm): the same surface and torch.fx equality."""
+    torch.manual_seed(0)
+    model = fastwin.create_model(name, num_classes=5, **UNIFORMER).eval()
+    x = torch.randn(2, 3, 64, 64)
+    gm = torch.fx.symbolic_trace(model)
+    assert fx_fused_calls(gm) >= {ops.attention, ops.linear_gelu}
+    assert {ops.dwconv2d, ops.dwconv_layernorm} <= {n.target for n in gm.graph.nodes if n.op == "call_function"}
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+        feats = model.forward_features(x)
+        assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
+        model.reset_classifier(0, "catavgmax")
+        assert model(x).shape == (2, 2 * model.num_features) == (2, model.head_hidden_size)
+        model.reset_classifier(0, "")
+        assert torch.equal(model(x), feats)
+    backbone = fastwin.create_model(name, features_only=True, feature_cls="fx", **UNIFORMER).eval()
+    with torch.no_grad():
+        maps = backbone(x)
+    assert [m.shape[1] for m in maps] == backbone.feature_info.channels()
 
 
 def test_bad_feature_cls_is_refused_before_the_constructor():
