@@ -12,7 +12,6 @@ they are (Swin v1 keeps the official layout: `head`, where timm says `head.fc`).
 """
 from __future__ import annotations
 
-import pprint
 import sys
 import textwrap
 from typing import Dict
@@ -49,8 +48,14 @@ def render(timm) -> str:
         for cfg in tags.values():
             if cfg not in distinct:
                 distinct.append(cfg)
-    cfgs = "\n".join(textwrap.indent(pprint.pformat(c, width=112, sort_dicts=False), "    ") + ","
-                     for c in distinct)
+    common = {k: v for k, v in distinct[0].items() if all(k in c and c[k] == v for c in distinct)}
+
+    def entry(cfg):  # the keys every config shares once (`_COMMON`), then this one's own
+        own = repr({k: v for k, v in cfg.items() if k not in common})
+        return "\n".join(textwrap.wrap("{**_COMMON, " + own[1:] + ",", width=114, initial_indent="    ",
+                                        subsequent_indent="     ", break_long_words=False, break_on_hyphens=False))
+
+    cfgs = "\n".join(entry(c) for c in distinct)
     rows = []
     for arch, tags in table.items():
         refs = [f"{tag!r}: _CFG[{distinct.index(cfg)}]" for tag, cfg in tags.items()]
@@ -62,7 +67,7 @@ def render(timm) -> str:
             'every tag, of the model names fastwin shares with timm (tests/test_timm_parity.py checks it against\n'
             'timm). Do not edit by hand; fastwin does not import timm. The first tag of each name is timm\'s\n'
             'default."""\n\n'
-            f"TIMM_VERSION = {timm.__version__!r}\n\n_CFG = [\n{cfgs}\n]\n\nTAGS = {{\n" + "\n".join(rows) + "\n}\n")
+            f"TIMM_VERSION = {timm.__version__!r}\n\n_COMMON = {common!r}\n\n_CFG = [\n{cfgs}\n]\n\nTAGS = {{\n" + "\n".join(rows) + "\n}\n")
 
 
 if __name__ == "__main__":
