@@ -6,7 +6,18 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ["ceil_div", "init_weights_trunc_normal", "pair"]
+__all__ = ["ceil_div", "fx_proxy", "init_weights_trunc_normal", "pair"]
+
+
+def fx_proxy(x) -> bool:
+    """True when `x` is a `torch.fx.Proxy`, i.e. `torch.fx.symbolic_trace` is tracing the caller.
+
+    Input checks read types, shapes and values that a Proxy does not have, so they skip themselves
+    for Proxies; the fused ops are `torch.fx.wrap`ped (leaf calls of the graph) and still check the
+    tensors the traced module passes them. The one place that decides "am I being traced" for every
+    check.
+    """
+    return isinstance(x, torch.fx.Proxy)
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -155,8 +155,10 @@ def test_surface_and_grad_checkpointing():
     assert torch.allclose(g0, g1, atol=1e-6)
     model.reset_classifier(0, "avg")
     assert model(x).shape == (2, 64)
+    model.reset_classifier(0, "max")  # timm's token pools: max and avgmax too
+    assert torch.equal(model(x), model.forward_features(x)[:, 1:].amax(dim=1))
     with pytest.raises(ValueError, match="global_pool"):
-        model.reset_classifier(3, "max")
+        model.reset_classifier(3, "map")  # timm's attention pooling: not in fastwin
     with pytest.raises(ValueError, match="class_token"):
         VisionTransformer(class_token=False, **SMALL)
 

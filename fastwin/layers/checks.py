@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..utils import fx_proxy
+
 __all__ = ["features", "like_weights", "window_mask", "window_tokens"]
 
 
@@ -39,6 +41,8 @@ def features(x, module: nn.Module, channels: int, layouts: Sequence[str], channe
     Returns:
         x, unchanged.
     """
+    if fx_proxy(x):  # torch.fx tracing: no shape to check
+        return x
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor for {_owner(module, label, channels)}, got {type(x).__name__}")
     ranks = [layout.count(",") + 1 for layout in layouts]
@@ -55,6 +59,8 @@ def features(x, module: nn.Module, channels: int, layouts: Sequence[str], channe
 
 def window_tokens(x: torch.Tensor, module: nn.Module, window, name: str = "x") -> None:
     """`x` [B*nW, N, C] must hold N = Wh * Ww tokens per window of `window` (Wh, Ww)."""
+    if fx_proxy(x):
+        return
     if x.shape[1] != window[0] * window[1]:
         raise ValueError(f"{name} must have N = Wh * Ww = {window[0] * window[1]} tokens per window (dim 1) for "
                          f"{type(module).__name__}(window_size={tuple(window)}), got shape {tuple(x.shape)}")
@@ -62,7 +68,7 @@ def window_tokens(x: torch.Tensor, module: nn.Module, window, name: str = "x") -
 
 def window_mask(mask, x: torch.Tensor, n: int, module: nn.Module, name: str = "mask") -> None:
     """An optional Swin shift mask: None, or [nW, N, N] with nW dividing the window batch `x.shape[0]`."""
-    if mask is None:
+    if mask is None or fx_proxy(x) or fx_proxy(mask):
         return
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None for {type(module).__name__}, got {type(mask).__name__}")
@@ -75,6 +81,8 @@ def window_mask(mask, x: torch.Tensor, n: int, module: nn.Module, name: str = "m
 
 def like_weights(x: torch.Tensor, weight: torch.Tensor, module: nn.Module, name: str = "x") -> None:
     """`x` must be on the device of the module's weights, and of their dtype unless autocast is on."""
+    if fx_proxy(x):
+        return
     if x.device != weight.device:
         raise TypeError(f"{name} is on {x.device} but the weights of {type(module).__name__} are on {weight.device}")
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -89,7 +90,7 @@ def drop_saved_shift_mask(state_dict, prefix: str) -> None:
     state_dict.pop(prefix + "attn_mask", None)
 
 
-def _as_map(x: torch.Tensor, resolution, what: str) -> torch.Tensor:
+def as_map(x: torch.Tensor, resolution, what: str) -> torch.Tensor:
     """[B, L, C] -> [B, H, W, C] using the known resolution; [B, H, W, C] passes through."""
     if x.dim() == 4:
         return x
@@ -101,6 +102,28 @@ def _as_map(x: torch.Tensor, resolution, what: str) -> torch.Tensor:
         raise ValueError(f"{what} input has L = {x.shape[1]} tokens but input_resolution {H}x{W} needs {H * W} "
                          f"(shape {tuple(x.shape)})")
     return x.view(x.shape[0], H, W, x.shape[2])
+
+
+def like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A [B, H', W', C'] result in the layout of the input `x`: flattened to [B, H' * W', C'] for [B, L, C]."""
+    return y if x.dim() == 4 else y.flatten(1, 2)
+
+
+def merge_2x2(x: torch.Tensor) -> torch.Tensor:
+    """Patch merging's gather: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 4C], odd maps zero-padded
+    bottom/right; the 4C are x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2] (official order)."""
+    B, H, W, C = x.shape
+    if H % 2 or W % 2:
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+    Hh, Wh = (H + 1) // 2, (W + 1) // 2
+    # [B, H/2, 2 (dy), W/2, 2 (dx), C] -> [B, H/2, W/2, dx, dy, C]: dy varies fastest, as the concat order
+    return x.reshape(B, Hh, 2, Wh, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+
+
+# torch.fx: these branch on the input's rank / size, so a traced graph calls them (one node each) and
+# stays right for every input size and for both layouts.
+for _fn in ("as_map", "like_input", "merge_2x2"):
+    torch.fx.wrap(_fn)
 
 
 class SwinTransformerBlock(nn.Module):
@@ -180,10 +203,7 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checks.features(x, self, self.dim, ("[B, H, W, C]", "[B, L, C]"))
-        if x.dim() == 4:
-            return self.forward_map(x)
-        B, L, C = x.shape
-        return self.forward_map(_as_map(x, self.input_resolution, type(self).__name__)).reshape(B, L, C)
+        return like_input(self.forward_map(as_map(x, self.input_resolution, type(self).__name__)), x)
 
     def extra_repr(self):
         return (f"dim={self.dim}, input_resolution={self.input_resolution}, num_heads={self.num_heads}, "
@@ -214,14 +234,8 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checks.features(x, self, self.dim, ("[B, H, W, C]", "[B, L, C]"))
-        tokens = x.dim() == 3
-        x = _as_map(x, self.input_resolution, type(self).__name__)
-        H, W = x.shape[1:3]
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)  # [B, H/2, W/2, 4C]
-        x = self.reduction(self.norm(x))
-        return x.flatten(1, 2) if tokens else x
+        y = merge_2x2(as_map(x, self.input_resolution, type(self).__name__))  # [B, H/2, W/2, 4C]
+        return like_input(self.reduction(self.norm(y)), x)
 
     def extra_repr(self):
         return f"input_resolution={self.input_resolution}, dim={self.dim}, out_dim={self.out_dim}"

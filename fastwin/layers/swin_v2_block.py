@@ -20,6 +20,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -29,9 +30,12 @@ from ..utils import pair
 from . import checks
 from .drop import DropPath
 from .mlp import Mlp
-from .swin_block import block_settings, block_shell, drop_saved_shift_mask
+from .swin_block import as_map, block_settings, block_shell, drop_saved_shift_mask, like_input, merge_2x2
 
 __all__ = ["PatchMergingV2", "SwinTransformerV2Block", "WindowAttentionV2", "log_spaced_coords"]
+
+for _fn in ("as_map", "like_input", "merge_2x2"):  # leaves under torch.fx here too (see swin_block)
+    torch.fx.wrap(_fn)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # logit multipliers are capped at 100
 CPB_HIDDEN = 512  # hidden width of the continuous position bias MLP
@@ -222,17 +226,7 @@ class SwinTransformerV2Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checks.features(x, self, self.dim, ("[B, H, W, C]", "[B, L, C]"))
-        if x.dim() == 4:
-            return self.forward_map(x)
-        if self.input_resolution is None:
-            raise ValueError(f"{type(self).__name__} got [B, L, C] input of shape {tuple(x.shape)} but has no "
-                             f"input_resolution; pass [B, H, W, C] instead")
-        B, L, C = x.shape
-        H, W = self.input_resolution
-        if L != H * W:
-            raise ValueError(f"x must have L = H * W = {H} * {W} = {H * W} tokens (dim 1) for {type(self).__name__}, "
-                             f"got shape {tuple(x.shape)}")
-        return self.forward_map(x.view(B, H, W, C)).reshape(B, L, C)
+        return like_input(self.forward_map(as_map(x, self.input_resolution, type(self).__name__)), x)
 
     def extra_repr(self):
         return (f"dim={self.dim}, input_resolution={self.input_resolution}, num_heads={self.num_heads}, "
@@ -258,13 +252,7 @@ class PatchMergingV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checks.features(x, self, self.dim, ("[B, H, W, C]",))
-        B, H, W, C = x.shape
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        Hh, Wh = (H + 1) // 2, (W + 1) // 2
-        # [B, H/2, 2 (dy), W/2, 2 (dx), C] -> [B, H/2, W/2, dx, dy, C]: dy varies fastest, as the concat order
-        x = x.reshape(B, Hh, 2, Wh, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)  # [B, H/2, W/2, 4C]
-        return self.norm(self.reduction(x))
+        return self.norm(self.reduction(merge_2x2(x)))  # [B, H/2, W/2, 4C] -> out_dim
 
     def extra_repr(self):
         return f"dim={self.dim}, out_dim={self.out_dim}"

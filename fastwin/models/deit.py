@@ -51,10 +51,15 @@ class VisionTransformerDistilled(VisionTransformer):
         return self.head, self.head_dist
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        if global_pool not in (None, "token"):
-            raise ValueError(f"distilled DeiT only supports global_pool='token', got {global_pool!r}")
+        """New heads; `global_pool` may be None, "token" or "" (accepted as timm does; both heads
+        always read their tokens)."""
+        if global_pool not in (None, "", "token"):
+            raise ValueError(f"distilled DeiT reads the class and distillation tokens: global_pool must be None, '' "
+                             f"or 'token', got {global_pool!r}")
         super().reset_classifier(num_classes)
-        self.head_dist = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        ref = self.pos_embed
+        self.head_dist = (nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
+                          if num_classes > 0 else nn.Identity())
 
     def _prefix_tokens(self, batch: int):
         return [self.cls_token.expand(batch, -1, -1), self.dist_token.expand(batch, -1, -1)]

@@ -15,7 +15,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["FeatureInfo", "FeatureMaps", "OUTPUT_FORMATS", "feature_take_indices", "to_format"]
+from ..utils import fx_proxy
+
+__all__ = ["FEATURE_CLASSES", "FeatureGraph", "FeatureInfo", "FeatureMaps", "OUTPUT_FORMATS", "feature_backbone",
+           "feature_class", "feature_take_indices", "to_format"]
 
 Indices = Optional[Union[int, Sequence[int]]]
 OUTPUT_FORMATS = ("NCHW", "NHWC")
@@ -51,7 +54,13 @@ def feature_take_indices(num_features: int, indices: Indices = None) -> Tuple[Li
 
 
 def check_image(x, in_chans: int) -> None:
-    """TypeError / ValueError unless `x` is a [B, in_chans, H, W] tensor (before any layer runs)."""
+    """TypeError / ValueError unless `x` is a [B, in_chans, H, W] tensor (before any layer runs).
+
+    Skipped for a torch.fx Proxy (`fastwin.utils.fx_proxy`): tracing has no shape to check; the
+    traced graph keeps the fused ops as calls, which check the tensors they get.
+    """
+    if fx_proxy(x):
+        return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != in_chans:
@@ -128,10 +137,11 @@ class FeatureMaps(nn.Module):
             `default_out_indices` (every stage for hierarchical models, the last 3 blocks for ViT).
         output_fmt: "NCHW" or "NHWC" (default: the model's native layout, `model.output_fmt`).
         norm: apply the model's final norm to the last stage's map (timm's `norm`).
+        as_dict: return a dict {module name with "_" for ".": map} (timm's `feature_cls="dict"`).
     """
 
     def __init__(self, model: nn.Module, out_indices: Indices = None, output_fmt: Optional[str] = None,
-                 norm: bool = False):
+                 norm: bool = False, as_dict: bool = False):
         super().__init__()
         for attr in ("forward_intermediates", "prune_intermediate_layers", "feature_info"):
             if not hasattr(model, attr):
@@ -140,18 +150,101 @@ class FeatureMaps(nn.Module):
             out_indices = getattr(model, "default_out_indices", len(model.feature_info))
         self.output_fmt = check_output_fmt(output_fmt or getattr(model, "output_fmt", "NCHW"))
         self.norm = norm
+        self.as_dict = as_dict
         full_info = list(model.feature_info)
         self.out_indices = tuple(model.prune_intermediate_layers(out_indices, prune_norm=not norm, prune_head=True))
         self.feature_info = FeatureInfo(full_info, self.out_indices)
-        self.pretrained_cfg = getattr(model, "pretrained_cfg", None)
+        self.return_names = tuple(full_info[i]["module"].replace(".", "_") for i in self.out_indices)
+        self.pretrained_cfg = self.default_cfg = features_cfg(getattr(model, "pretrained_cfg", None))
         self.model = model
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.set_grad_checkpointing(enable)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return self.model.forward_intermediates(x, indices=self.out_indices, norm=self.norm,
+    def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], Dict[str, torch.Tensor]]:
+        maps = self.model.forward_intermediates(x, indices=self.out_indices, norm=self.norm,
                                                 output_fmt=self.output_fmt, intermediates_only=True)
+        return dict(zip(self.return_names, maps)) if self.as_dict else maps
 
     def extra_repr(self):
         return f"out_indices={self.out_indices}, output_fmt={self.output_fmt!r}, norm={self.norm}"
+
+
+class FeatureGraph(nn.Module):
+    """A `FeatureMaps` backbone as torch.fx graphs (timm's `feature_cls="fx"`, `FeatureGraphNet`).
+
+    `graph_module` is `torch.fx.symbolic_trace` of the backbone in training mode; a second graph
+    traced in eval mode runs when the module is in eval mode (tracing fixes train/eval branches such
+    as dropout rates and stochastic depth, so one graph per mode, as torchvision's
+    `create_feature_extractor`). Both graphs hold the backbone's own modules and parameters (not
+    copies); the fused ops are leaf calls. forward: as `FeatureMaps`.
+    """
+
+    def __init__(self, backbone: FeatureMaps):
+        super().__init__()
+        for attr in ("feature_info", "out_indices", "output_fmt", "pretrained_cfg", "default_cfg"):
+            setattr(self, attr, getattr(backbone, attr))
+        mode = backbone.training
+        self.graph_module = torch.fx.symbolic_trace(backbone.train())
+        self.__dict__["_eval_graph"] = torch.fx.symbolic_trace(backbone.eval())  # not a second set of parameters
+        backbone.train(mode)
+        self.train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        # `.to()`, `.double()` ...: parameters are shared, but each graph keeps its own buffer references
+        super()._apply(fn, *args, **kwargs)
+        self.__dict__["_eval_graph"]._apply(fn, *args, **kwargs)
+        return self
+
+    def forward(self, x: torch.Tensor):
+        return (self.graph_module if self.training else self.__dict__["_eval_graph"])(x)
+
+
+FEATURE_CLASSES = ("getter", "list", "hook", "dict", "fx")
+_TIMM_ONLY_OPTIONS = ("flatten_sequential", "no_rewrite")  # module rewriting options of timm's wrappers
+
+
+def feature_class(name: Optional[str]) -> str:
+    """timm's `feature_cls` name -> what fastwin builds: "list", "dict" or "fx".
+
+    timm's "getter" (`forward_intermediates`), "list" (its default) and "hook" (forward hooks; any
+    name containing "hook", as timm) give the same list of maps here; "dict" the same maps keyed
+    by module name; "fx" a torch.fx graph of them.
+    Raises:
+        TypeError: not a string (fastwin builds its own backbone; it cannot wrap in a timm class).
+        ValueError: another name.
+    """
+    if name is None:
+        return "list"
+    if not isinstance(name, str):
+        raise TypeError(f"feature_cls must be one of {FEATURE_CLASSES} (timm's names), got {name!r}: fastwin builds "
+                        "its own backbone and cannot wrap the model in another class")
+    key = name.lower()
+    if "hook" in key or key in ("getter", "list"):
+        return "list"
+    if key in ("dict", "fx"):
+        return key
+    raise ValueError(f"feature_cls must be one of {FEATURE_CLASSES} (timm's names), got {name!r}")
+
+
+def features_cfg(cfg: Optional[dict]) -> Optional[dict]:
+    """A backbone's pretrained config: the model's without classifier entries (as timm's)."""
+    if cfg is None:
+        return None
+    return {k: v for k, v in cfg.items() if k not in ("num_classes", "classifier", "global_pool")}
+
+
+def feature_backbone(model: nn.Module, feature_cls: Optional[str] = None, out_indices: Indices = None,
+                     output_fmt: Optional[str] = None, **feature_cfg) -> nn.Module:
+    """`model` as the backbone `create_model(..., features_only=True, feature_cls=...)` returns.
+
+    `feature_cfg`: `FeatureMaps` options (`norm`); timm's `out_indices` / `output_fmt` entries are
+    taken too, its module-rewriting options (`flatten_sequential`, `no_rewrite`) ignored.
+    """
+    kind = feature_class(feature_cls)
+    for key in _TIMM_ONLY_OPTIONS:
+        feature_cfg.pop(key, None)
+    out_indices = feature_cfg.pop("out_indices", out_indices)
+    output_fmt = feature_cfg.pop("output_fmt", output_fmt)
+    backbone = FeatureMaps(model, out_indices, output_fmt, as_dict=kind == "dict", **feature_cfg)
+    return FeatureGraph(backbone) if kind == "fx" else backbone

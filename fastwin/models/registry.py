@@ -1,13 +1,16 @@
 """Model registry: `register_model`, `create_model`, `list_models` (timm-style names and arguments).
 
 `create_model` accepts timm's model-building arguments as well as fastwin's `checkpoint=`:
-- names may carry a pretrained tag (`swin_tiny_patch4_window7_224.ms_in1k`); it is recorded in
-  `model.pretrained_cfg["tag"]`;
+- names may carry a pretrained tag (`swin_tiny_patch4_window7_224.ms_in22k`): for the names fastwin
+  shares with timm it selects that tag's config as timm does (`pretrained_tags.TAGS`, generated from
+  timm: num_classes, input size, mean/std, crop, interpolation ...), and an unknown tag is refused;
+  without a tag, timm's default tag applies;
 - `pretrained=True` loads the file named by `pretrained_cfg_overlay=dict(file=...)` (timm's
   convention for local weights; `.pth`/`.bin` torch files or `.safetensors`). fastwin bundles and
   downloads no weights, so without a file it fails and says so;
-- `features_only=True` (with `out_indices`, `output_fmt`, `feature_cfg=dict(norm=...)`) returns the
-  model as a backbone (`fastwin.models.features.FeatureMaps`) giving per-stage maps.
+- `features_only=True` (with `out_indices`, `output_fmt`, `feature_cls`, `feature_cfg=dict(norm=...)`)
+  returns the model as a backbone (`fastwin.models.features`) giving per-stage maps; it carries
+  `pretrained_cfg` / `default_cfg` without the classifier entries, as timm's backbones.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import os
 from typing import Callable, Dict, List, Optional
 
 import torch.nn as nn
+
+from .pretrained_tags import TAGS
 
 _MODELS: Dict[str, Callable] = {}
 _CFGS: Dict[str, dict] = {}
@@ -36,7 +41,8 @@ def register_model(fn: Callable) -> Callable:
     """Decorator: register an entry point under its function name.
 
     The registered (and returned) function attaches the name's default config from
-    `register_pretrained_cfgs` as `model.pretrained_cfg` unless the entry point set one.
+    `register_pretrained_cfgs` as `model.pretrained_cfg` unless the entry point set one, with timm's
+    default tag's entries (`pretrained_tags.TAGS`) for names timm has.
     """
     name = fn.__name__
     if name in _MODELS:
@@ -45,8 +51,9 @@ def register_model(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def entry(**kwargs):
         model = fn(**kwargs)
-        if getattr(model, "pretrained_cfg", None) is None and name in _CFGS:
-            with_pretrained_cfg(model, name, _CFGS[name])
+        cfg = getattr(model, "pretrained_cfg", None) or _CFGS.get(name)
+        if cfg is not None:
+            with_pretrained_cfg(model, name, with_tag(cfg, *tag_cfg(name)))
         return model
 
     _MODELS[name] = entry
@@ -95,6 +102,47 @@ def split_model_name_tag(name: str):
     """`"arch.tag"` -> ("arch", "tag"); `"arch"` -> ("arch", "")."""
     arch, _, tag = name.partition(".")
     return arch, tag
+
+
+def tag_cfg(arch: str, tag: str = ""):
+    """(tag, config entries) timm's `arch.tag` sets; `tag=""`: timm's default tag.
+
+    For names timm does not have (UniFormer) the tag is only recorded: ("tag", {}).
+    Raises:
+        ValueError: a tag timm does not have for `arch`.
+    """
+    tags = TAGS.get(arch)
+    if tags is None:
+        return tag, {}
+    if not tag:
+        tag = next(iter(tags))
+    if tag not in tags:
+        raise ValueError(f"unknown pretrained tag {tag!r} for {arch}; timm's tags: {list(tags)}")
+    return tag, dict(tags[tag])
+
+
+def with_tag(cfg: dict, tag: str, entries: dict) -> dict:
+    """`cfg` with a tag's entries (`tag_cfg`): tag-specific keys of another tag (a test size ...) go."""
+    out = {k: v for k, v in cfg.items() if k in PRETRAINED_CFG_KEYS or k not in _TAG_KEYS}
+    out.update(entries)
+    if tag:
+        out["tag"] = tag
+    return out
+
+
+_TAG_KEYS = {k for tags in TAGS.values() for entries in tags.values() for k in entries}
+
+
+def _defaults_from_cfg(cfg: dict, kwargs: dict) -> None:
+    """timm's rule: the config sets `num_classes` and `in_chans` (and `img_size` when the config
+    says `fixed_input_size`) unless the caller passed them."""
+    if cfg.get("num_classes") is not None and cfg["num_classes"] >= 0:
+        kwargs.setdefault("num_classes", cfg["num_classes"])
+    size = cfg.get("input_size")
+    if size is not None:
+        kwargs.setdefault("in_chans", size[0])
+        if cfg.get("fixed_input_size"):
+            kwargs.setdefault("img_size", tuple(size[-2:]))
 
 
 def _read_weights(path):
@@ -148,25 +196,30 @@ def load_pretrained(model: nn.Module, file) -> nn.Module:
 
 def create_model(name: str, checkpoint=None, pretrained: bool = False, pretrained_cfg: Optional[dict] = None,
                  pretrained_cfg_overlay: Optional[dict] = None, features_only: bool = False, out_indices=None,
-                 output_fmt: Optional[str] = None, feature_cfg: Optional[dict] = None, **kwargs):
+                 output_fmt: Optional[str] = None, feature_cls: Optional[str] = None,
+                 feature_cfg: Optional[dict] = None, **kwargs):
     """Build model `name` (optionally `name.tag`), load weights, optionally as a feature backbone.
 
     Args:
-        name: a registered name (`fastwin.list_models()`), optionally with a pretrained tag.
+        name: a registered name (`fastwin.list_models()`), optionally with a pretrained tag, whose
+            config (timm's for that tag) sets num_classes, input size, mean/std, crop ...
         checkpoint: path or state dict loaded strictly with `load_checkpoint` (with `features_only`,
             a classifier that does not fit is ignored).
         pretrained: load `pretrained_cfg_overlay["file"]` (or `pretrained_cfg["file"]`); as timm, a
             classifier that does not fit the file (other `num_classes`) is re-initialized.
-        pretrained_cfg: replaces the entry point's default `pretrained_cfg` (a dict).
+        pretrained_cfg: entries replacing those of the tag's config (a dict).
         pretrained_cfg_overlay: entries to override in it (e.g. `file`, `mean`, `std`).
-        features_only: return a backbone (`FeatureMaps`) giving the maps of `out_indices`.
+        features_only: return a backbone giving the maps of `out_indices`.
         out_indices: features to return (None: the model's default; an int n: the last n).
         output_fmt: "NCHW" or "NHWC" for `features_only` (default: the model's native layout).
-        feature_cfg: extra `FeatureMaps` options, e.g. `dict(norm=True)`.
+        feature_cls: timm's name of the backbone class (also accepted in `feature_cfg`): "getter",
+            "list", "hook" (any name containing it) -> a list of maps; "dict" -> a dict keyed by
+            module name; "fx" -> a torch.fx GraphModule (`fastwin.models.features.FEATURE_CLASSES`).
+        feature_cfg: extra backbone options, e.g. `dict(norm=True)`.
         **kwargs: override the entry point's defaults (num_classes, img_size, drop_path_rate ...).
     Raises:
-        ValueError: unknown name; `pretrained=True` without a weights file; both `checkpoint` and
-            `pretrained`.
+        ValueError: unknown name or tag; `pretrained=True` without a weights file; both `checkpoint`
+            and `pretrained`; a `feature_cls` fastwin cannot honour.
     """
     arch, tag = split_model_name_tag(name)
     if arch not in _MODELS:
@@ -176,13 +229,18 @@ def create_model(name: str, checkpoint=None, pretrained: bool = False, pretraine
     if pretrained and checkpoint is not None:
         raise ValueError("give either checkpoint=... or pretrained=True (with pretrained_cfg_overlay=dict(file=...)), "
                          "not both")
+    feature_cfg = dict(feature_cfg or {})
+    feature_cls = feature_cfg.pop("feature_cls", feature_cls)
+    if features_only:
+        from .features import feature_class
+
+        feature_class(feature_cls)  # refuse a class fastwin cannot honour before building anything
+    tag, cfg_entries = tag_cfg(arch, tag)
+    cfg_entries.update(pretrained_cfg or {})
+    cfg_entries.update(pretrained_cfg_overlay or {})
+    _defaults_from_cfg(cfg_entries, kwargs)
     model = _MODELS[arch](**kwargs)
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    if pretrained_cfg is not None:
-        cfg.update(pretrained_cfg)
-    if tag:
-        cfg["tag"] = tag
-    cfg.update(pretrained_cfg_overlay or {})
+    cfg = with_tag(getattr(model, "pretrained_cfg", None) or {}, tag, cfg_entries)
     with_pretrained_cfg(model, arch, cfg)
     if pretrained:
         file = cfg.get("file")
@@ -199,7 +257,7 @@ def create_model(name: str, checkpoint=None, pretrained: bool = False, pretraine
 
         load_checkpoint(model, checkpoint)
     if features_only:
-        from .features import FeatureMaps
+        from .features import feature_backbone
 
-        model = FeatureMaps(model, out_indices, output_fmt, **(feature_cfg or {}))
+        model = feature_backbone(model, feature_cls, out_indices, output_fmt, **feature_cfg)
     return model

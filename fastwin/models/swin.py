@@ -37,6 +37,7 @@ from ..layers.swin_block import PatchMerging, SwinTransformerBlock
 from ..utils import init_weights_trunc_normal, pair
 from .checkpoint import checkpoint_filter
 from .features import check_output_fmt, feature_take_indices, to_format
+from .pooling import MAP_POOLS, check_pool, pool_map, pooled_width
 from .registry import pretrained_cfg, register_model, with_pretrained_cfg
 
 __all__ = ["BasicLayer", "SwinTransformer", "swin_group_ordinal"]
@@ -153,6 +154,8 @@ class SwinTransformer(nn.Module):
         drop_rate: dropout after the patch embedding and projections. attn_drop_rate: attention dropout.
         drop_path_rate: stochastic depth, linearly increasing over all blocks from 0.
         norm_layer: norm class. patch_norm: LayerNorm after the patch embedding.
+        global_pool: head pooling, timm's names (`pooling.MAP_POOLS`: "avg", "max", "avgmax",
+            "catavgmax", or "" for none).
         use_checkpoint: gradient checkpointing (also `set_grad_checkpointing`).
         pad_order: "roll_pad" (timm; default) or "pad_roll" (detection code).
 
@@ -162,8 +165,10 @@ class SwinTransformer(nn.Module):
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=96,
                  depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24), window_size=7,
                  mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1,
-                 norm_layer=nn.LayerNorm, patch_norm=True, use_checkpoint=False, pad_order="roll_pad"):
+                 norm_layer=nn.LayerNorm, patch_norm=True, use_checkpoint=False, pad_order="roll_pad",
+                 global_pool="avg"):
         super().__init__()
+        self.global_pool = check_pool(global_pool, MAP_POOLS, type(self).__name__)
         if len(depths) != len(num_heads):
             raise ValueError(f"depths and num_heads need one entry per stage, got {list(depths)} and {list(num_heads)}")
         self.num_classes = num_classes
@@ -173,10 +178,13 @@ class SwinTransformer(nn.Module):
         self.patch_size = patch_size
         self.window_size = window_size
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.head_hidden_size = pooled_width(self.num_features, global_pool)  # width of forward_head(pre_logits)
         self.output_fmt = "NHWC"  # layout of forward_features and of the default features_only maps
         stride = pair("patch_size", patch_size)[0]
-        self.feature_info = [dict(num_chs=int(embed_dim * 2 ** i), reduction=stride * 2 ** i, module=f"layers.{i}")
-                             for i in range(self.num_layers)]
+        # `module`: the module whose output is the stage map (hooks, torch.fx feature extraction): the
+        # stage's last block, since this layout's `layers.{i}` ends with the next stage's patch merging
+        self.feature_info = [dict(num_chs=int(embed_dim * 2 ** i), reduction=stride * 2 ** i,
+                                  module=f"layers.{i}.blocks.{depths[i] - 1}") for i in range(self.num_layers)]
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None,
                                       flatten=False, pad=True)
@@ -193,7 +201,7 @@ class SwinTransformer(nn.Module):
                 downsample=PatchMerging if i < self.num_layers - 1 else None, use_checkpoint=use_checkpoint,
                 pad_order=pad_order))
         self.norm = norm_layer(self.num_features)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights_trunc_normal)
 
     @torch.jit.ignore
@@ -220,11 +228,15 @@ class SwinTransformer(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh Linear(num_features, num_classes) (Identity for 0)."""
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the head with a fresh Linear(head_hidden_size, num_classes) (Identity for 0) and,
+        unless None, the pooling (`""`: none, forward returns the [B, H', W', C] map)."""
+        if global_pool is not None:
+            self.global_pool = check_pool(global_pool, MAP_POOLS, type(self).__name__)
+            self.head_hidden_size = pooled_width(self.num_features, global_pool)
         self.num_classes = num_classes
-        ref = self.norm.weight
-        self.head = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+        ref = self.patch_embed.proj.weight  # the final norm may be pruned away
+        self.head = (nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
                      if num_classes > 0 else nn.Identity())
         self.head.apply(init_weights_trunc_normal)
 
@@ -291,8 +303,8 @@ class SwinTransformer(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """[B, H', W', C] -> pooled [B, C] (pre_logits) or logits [B, num_classes]."""
-        x = x.mean(dim=(1, 2))
+        """[B, H', W', C] -> pooled [B, head_hidden_size] (pre_logits) or logits [B, num_classes]."""
+        x = pool_map(x, self.global_pool)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

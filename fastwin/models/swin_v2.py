@@ -29,6 +29,7 @@ from ..layers.swin_v2_block import PatchMergingV2, SwinTransformerV2Block
 from ..utils import init_weights_trunc_normal, pair
 from .checkpoint import checkpoint_filter
 from .features import check_image, check_output_fmt, feature_take_indices, to_format
+from .pooling import MAP_POOLS, check_pool, pool_map, pooled_width
 from .registry import pretrained_cfg, register_model, register_pretrained_cfgs
 from .swin import stage_resolutions
 
@@ -38,31 +39,28 @@ __all__ = ["SwinTransformerV2", "SwinTransformerV2Stage"]
 # ----------------------------------------------------------------------------------------------- helpers
 
 class ClassifierHead(nn.Module):
-    """Global average pool over [B, H, W, C], dropout, Linear `fc` (timm's `head.fc` name)."""
+    """Global pool over [B, H, W, C] (timm's names, `pooling.MAP_POOLS`), dropout, Linear `fc`
+    (timm's `head.fc` name). `num_features`: the pooled width."""
 
     def __init__(self, in_features: int, num_classes: int, global_pool: str = "avg", drop_rate: float = 0.0):
         super().__init__()
-        if global_pool not in ("", "avg"):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         self.in_features = in_features
-        self.global_pool = global_pool
+        self.global_pool = check_pool(global_pool, MAP_POOLS, "SwinTransformerV2")
+        self.num_features = pooled_width(in_features, global_pool)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def reset(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+    def reset(self, num_classes: int, global_pool: Optional[str] = None, like: Optional[torch.Tensor] = None) -> None:
+        """New `fc` (on the device / dtype of `like`), and the pooling unless None."""
         if global_pool is not None:
-            if global_pool not in ("", "avg"):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        ref = next(self.parameters(), None)
-        kw = {} if ref is None else dict(device=ref.device, dtype=ref.dtype)
-        self.fc = nn.Linear(self.in_features, num_classes, **kw) if num_classes > 0 else nn.Identity()
+            self.global_pool = check_pool(global_pool, MAP_POOLS, "SwinTransformerV2")
+            self.num_features = pooled_width(self.in_features, global_pool)
+        kw = {} if like is None else dict(device=like.device, dtype=like.dtype)
+        self.fc = nn.Linear(self.num_features, num_classes, **kw) if num_classes > 0 else nn.Identity()
         self.fc.apply(init_weights_trunc_normal)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "avg":
-            x = x.mean(dim=(1, 2))  # [B, C]
-        x = self.drop(x)
+        x = self.drop(pool_map(x, self.global_pool))
         return x if pre_logits else self.fc(x)
 
 
@@ -125,7 +123,7 @@ class SwinTransformerV2(nn.Module):
     Args:
         img_size: int or (H, W); fixes each block's window shrinking (other sizes still run).
         patch_size: patch side. in_chans: image channels. num_classes: classes (0: no head).
-        global_pool: "avg" or "" (no pooling in forward_head).
+        global_pool: head pooling, timm's names (`pooling.MAP_POOLS`; "" for none).
         embed_dim: stage-1 channels (doubles per stage), or one value per stage.
         depths, num_heads: per stage. window_size: window side (or pair).
         always_partition: never shrink windows to small maps.
@@ -165,7 +163,7 @@ class SwinTransformerV2(nn.Module):
         self.img_size = pair("img_size", img_size)
         self.patch_size = pair("patch_size", patch_size)
         self.window_size = window_size
-        self.num_features = self.head_hidden_size = dims[-1]
+        self.num_features = dims[-1]
         self.output_fmt = "NHWC"  # layout of forward_features and of the default features_only maps
 
         self.patch_embed = PatchEmbed(self.patch_size, in_chans, dims[0], norm_layer, flatten=False, pad=True)
@@ -183,6 +181,7 @@ class SwinTransformerV2(nn.Module):
             self.feature_info.append(dict(num_chs=dims[i], reduction=self.patch_size[0] * 2 ** i, module=f"layers.{i}"))
         self.norm = norm_layer(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, global_pool, drop_rate)
+        self.head_hidden_size = self.head.num_features  # width of forward_head(pre_logits=True)
         self.apply(init_weights_trunc_normal)
         for layer in self.layers:  # residual post-norms start at zero: every block starts as the identity
             for blk in layer.blocks:
@@ -223,9 +222,11 @@ class SwinTransformerV2(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier with a fresh Linear(num_features, num_classes) (Identity for 0)."""
+        """Replace the classifier with a fresh Linear(head_hidden_size, num_classes) (Identity for 0) and,
+        unless None, the pooling (`""`: none, forward returns the [B, H', W', C] map)."""
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool, like=self.patch_embed.proj.weight)
+        self.head_hidden_size = self.head.num_features
 
     def _check_input(self, x) -> None:
         check_image(x, self.in_chans)

@@ -21,7 +21,9 @@ from ..layers import Attention, DropPath, Mlp
 from ..layers.checks import features as _check_features
 from ..utils import init_weights_trunc_normal
 from .checkpoint import checkpoint_filter
+from ..utils import fx_proxy
 from .features import check_image, check_output_fmt, feature_take_indices, to_format
+from .pooling import MAP_POOLS, check_pool, pool_map, pooled_width
 from .registry import pretrained_cfg, register_model, register_pretrained_cfgs
 
 __all__ = ["UniFormer", "CBlock", "SABlock", "CMlp"]
@@ -211,13 +213,15 @@ class UniFormer(nn.Module):
         conv_stem: overlapping conv stem (`small_plus*`) instead of the patch stem.
         layer_scale: gamma init for SABlocks (`base_ls`: 1e-6) or None.
         norm_eps: SABlock LayerNorm epsilon.
+        global_pool: head pooling, timm's names (`pooling.MAP_POOLS`; "" for none).
     """
 
     def __init__(self, depth: Sequence[int] = (3, 4, 8, 3), img_size=224, in_chans=3, num_classes=1000,
                  embed_dim: Sequence[int] = (64, 128, 320, 512), head_dim=64, mlp_ratio=4.0, qkv_bias=True,
                  qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, conv_stem=False,
-                 layer_scale: Optional[float] = None, norm_eps=1e-6):
+                 layer_scale: Optional[float] = None, norm_eps=1e-6, global_pool="avg"):
         super().__init__()
+        self.global_pool = check_pool(global_pool, MAP_POOLS, type(self).__name__)
         depth, embed_dim = list(depth), list(embed_dim)
         if len(depth) != 4 or len(embed_dim) != 4:
             raise ValueError(f"depth and embed_dim must have 4 entries, got {depth} and {embed_dim}")
@@ -228,11 +232,13 @@ class UniFormer(nn.Module):
         self.in_chans = in_chans
         self.embed_dim = embed_dim
         self.num_features = embed_dim[-1]
+        self.head_hidden_size = pooled_width(self.num_features, global_pool)  # width of forward_head(pre_logits)
         self.conv_stem = conv_stem
         self.grad_checkpointing = False
         self.num_stages = 4  # fewer once `prune_intermediate_layers` dropped later stages
         self.output_fmt = "NCHW"
-        self.feature_info = [dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f"blocks{i + 1}")
+        # `module`: the stage's last block, whose output is the stage map (hooks, torch.fx extraction)
+        self.feature_info = [dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f"blocks{i + 1}.{depth[i] - 1}")
                              for i in range(4)]
         if conv_stem:
             self.patch_embed1 = ConvStemHead(in_chans, embed_dim[0])
@@ -259,7 +265,7 @@ class UniFormer(nn.Module):
             setattr(self, f"blocks{s + 1}", nn.ModuleList(blocks))
         self.norm = nn.BatchNorm2d(embed_dim[-1])
         self.pre_logits = nn.Identity()  # official representation layer, unused by every variant
-        self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights_trunc_normal)
 
     # -- timm-style surface --------------------------------------------------------------------------
@@ -298,14 +304,19 @@ class UniFormer(nn.Module):
         )
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        if global_pool not in (None, "", "avg"):
-            raise ValueError(f"UniFormer only supports global_pool='avg', got {global_pool!r}")
+        """New head Linear(head_hidden_size, num_classes) (Identity for 0) and, unless None, the pooling
+        (`""`: none, forward returns the [B, C, h, w] map)."""
+        if global_pool is not None:
+            self.global_pool = check_pool(global_pool, MAP_POOLS, type(self).__name__)
+            self.head_hidden_size = pooled_width(self.num_features, global_pool)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        ref = next(self.parameters())
+        self.head = (nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype)
+                     if num_classes > 0 else nn.Identity())
 
     def _check_input(self, x):
         check_image(x, self.in_chans)
-        if not self.conv_stem and min(x.shape[-2:]) < 32:
+        if not self.conv_stem and not fx_proxy(x) and min(x.shape[-2:]) < 32:
             # patch stem: 4x then three 2x patchifications need at least a 32 px side
             raise ValueError(f"input must be at least 32x32 for the patch stem, got {tuple(x.shape[-2:])}")
 
@@ -385,9 +396,13 @@ class UniFormer(nn.Module):
         return take
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """[B, C, h, w] -> spatial mean [B, C] -> logits [B, num_classes] (unless `pre_logits`)."""
-        x = x.flatten(2).mean(-1)
-        return x if pre_logits else self.head(x)
+        """[B, C, h, w] -> pooled [B, head_hidden_size] -> logits [B, num_classes] (unless `pre_logits`)."""
+        x = pool_map(x, self.global_pool, dims=(2, 3))
+        if pre_logits:
+            return x
+        if self.global_pool:
+            return self.head(x)
+        return self.head(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # unpooled: classify every position
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

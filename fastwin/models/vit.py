@@ -9,6 +9,7 @@ import math
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -17,6 +18,7 @@ from .. import ops
 from ..layers import Attention, DropPath, Mlp, PatchEmbed
 from .checkpoint import checkpoint_filter
 from .features import check_image, check_output_fmt, feature_take_indices
+from .pooling import TOKEN_POOLS, check_pool, pool_tokens
 from .registry import (
     IMAGENET_INCEPTION_MEAN,
     IMAGENET_INCEPTION_STD,
@@ -27,7 +29,6 @@ from .registry import (
 
 __all__ = ["VisionTransformer", "Block", "LayerScale", "resample_abs_pos_embed"]
 
-POOLS = ("token", "avg", "")
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -74,6 +75,9 @@ def resample_abs_pos_embed(
     grid = F.interpolate(grid, size=new_size, mode=interpolation, antialias=antialias, align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_size[0] * new_size[1], dim).to(posemb.dtype)
     return torch.cat([prefix, grid], dim=1)
+
+
+torch.fx.wrap("resample_abs_pos_embed")  # size-dependent: a traced graph calls it, and so runs any grid
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -130,8 +134,8 @@ class VisionTransformer(nn.Module):
             the patch) work: the embedding is resampled bicubically on the fly.
         patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the usual.
         num_classes: head outputs (0: no head).
-        global_pool: "token" (class token), "avg" (mean of the patch tokens, with `fc_norm`
-            instead of the final `norm`, as timm) or "" (no pooling).
+        global_pool: "token" (class token), "avg" / "max" / "avgmax" (over the patch tokens, with
+            `fc_norm` instead of the final `norm`, as timm) or "" (no pooling).
         init_values: LayerScale init (None: no layer scale).
         class_token: prepend a class token.
         fc_norm: force (True) / forbid (False) the post-pool norm; None: timm's rule (avg -> True).
@@ -147,16 +151,15 @@ class VisionTransformer(nn.Module):
                  class_token=True, fc_norm=None, drop_rate=0.0, pos_drop_rate=0.0, proj_drop_rate=0.0,
                  attn_drop_rate=0.0, drop_path_rate=0.0, embed_layer: Optional[Callable] = None, norm_eps=1e-6):
         super().__init__()
-        if global_pool not in POOLS:
-            raise ValueError(f"global_pool must be one of {POOLS}, got {global_pool!r}")
+        check_pool(global_pool, TOKEN_POOLS, type(self).__name__)
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
-        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+        use_fc_norm = global_pool in ("avg", "max", "avgmax") if fc_norm is None else fc_norm
         self.num_classes = num_classes
         self.global_pool = global_pool
-        self.num_features = self.embed_dim = embed_dim
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.in_chans = in_chans
         self.num_prefix_tokens = 1 if class_token else 0
         self.grad_checkpointing = False
@@ -220,12 +223,17 @@ class VisionTransformer(nn.Module):
         )
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        """New head Linear(embed_dim, num_classes) (Identity for 0) and, unless None, the pooling
+        (`""`: none, forward returns the tokens); the norms stay as built (timm)."""
         if global_pool is not None:
-            if global_pool not in POOLS or (global_pool == "token" and self.cls_token is None):
-                raise ValueError(f"global_pool must be one of {POOLS} (token needs a class token), got {global_pool!r}")
+            check_pool(global_pool, TOKEN_POOLS, type(self).__name__)
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("global_pool='token' needs the class token (class_token=True)")
             self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        ref = self.pos_embed
+        self.head = (nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
+                     if num_classes > 0 else nn.Identity())
 
     def _prefix_tokens(self, batch: int):
         """Tokens prepended to the patch tokens, in checkpoint order."""
@@ -234,9 +242,7 @@ class VisionTransformer(nn.Module):
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """[B, h, w, D] patch grid -> [B, prefix + h*w, D] with prefix tokens and position embedding."""
         B, h, w, D = x.shape
-        pos = self.pos_embed
-        if (h, w) != self.grid_size:
-            pos = resample_abs_pos_embed(pos, (h, w), self.grid_size, self.num_prefix_tokens)
+        pos = resample_abs_pos_embed(self.pos_embed, (h, w), self.grid_size, self.num_prefix_tokens)  # as is if equal
         x = torch.cat(self._prefix_tokens(B) + [x.reshape(B, h * w, D)], dim=1)
         return self.pos_drop(x + pos)
 
@@ -321,11 +327,7 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        if self.global_pool == "token":
-            return x[:, 0]  # [B, D]
-        if self.global_pool == "avg":
-            return x[:, self.num_prefix_tokens:].mean(dim=1)
-        return x
+        return pool_tokens(x, self.global_pool, self.num_prefix_tokens)  # [B, D]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens [B, prefix + N, D] -> pooled [B, D] -> logits [B, num_classes] (unless `pre_logits`)."""

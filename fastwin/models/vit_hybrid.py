@@ -10,8 +10,11 @@ from collections import OrderedDict
 from typing import Sequence, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..utils import fx_proxy
 
 from .registry import (
     IMAGENET_INCEPTION_MEAN,
@@ -37,6 +40,9 @@ def pad_same(x: torch.Tensor, k: int, s: int, value: float = 0.0) -> torch.Tenso
     if ph or pw:
         x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
     return x
+
+
+torch.fx.wrap("pad_same")  # size-dependent padding: one node in a traced graph, right for every size
 
 
 class StdConv2dSame(nn.Conv2d):
@@ -190,7 +196,7 @@ class HybridEmbed(nn.Module):
 
     def forward(self, x):
         x = self.proj(self.backbone(x))  # [B, D, h, w]
-        if x.shape[-2] == 0 or x.shape[-1] == 0:
+        if not fx_proxy(x) and (x.shape[-2] == 0 or x.shape[-1] == 0):
             raise ValueError(f"input too small: the feature map is smaller than the {self.patch_size}px patch")
         return x.permute(0, 2, 3, 1)
 

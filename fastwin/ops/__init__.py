@@ -366,3 +366,11 @@ def describe(op: str, *args, **kwargs) -> dispatch.Call:
         raise ValueError(f"op must be one of {tuple(_DESCRIBERS)}, got {op!r}")
     kwargs.pop("backend", None)
     return _DESCRIBERS[op](*args, **kwargs)[0]
+
+
+# torch.fx: every op is one leaf call (`call_function`) in a traced graph; its checks and dispatch run
+# when the graph runs, on real tensors. `wrap` patches this module's globals while tracing, so calls
+# spelled `ops.<op>(...)` (or `fastwin.ops.<op>`) are captured.
+for _op in ("attention", "dwconv2d", "dwconv_layernorm", "linear_gelu", "shifted_window_attention",
+            "window_attention"):
+    torch.fx.wrap(_op)

@@ -10,12 +10,16 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from ..utils import fx_proxy
 from ..utils import pair  # noqa: F401  (re-exported: checks.pair is used by the ops)
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def tensor(name: str, t, ndim: Optional[int] = None, layout_hint: str = "") -> torch.Tensor:
+    if fx_proxy(t):
+        raise TypeError(f"{name} is a torch.fx Proxy: under symbolic tracing call the op as fastwin.ops.<op>(...) "
+                        "(torch.fx.wrap'ped, a leaf of the graph), not through a name imported from fastwin.ops")
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:

@@ -3,18 +3,29 @@ from __future__ import annotations
 
 import math
 
+import torch.fx
 import torch.nn as nn
 
 from ..layers import Attention
 from .core import register_swap
 
 
+def refuse_mask(attn_mask, is_causal) -> None:
+    """ValueError for a mask or causal attention, which the swapped attention does not compute.
+    `torch.fx.wrap`ped: under tracing timm's `attn_mask` argument is a Proxy, so the graph calls this
+    check with the real value instead."""
+    if attn_mask is not None or is_causal:
+        raise ValueError("fastwin attention swapped into this model supports no attn_mask / is_causal")
+
+
+torch.fx.wrap("refuse_mask")
+
+
 class SwappedAttention(Attention):
     """`fastwin.layers.Attention` that also takes timm's `forward(x, attn_mask=None, is_causal=False)`."""
 
     def forward(self, x, attn_mask=None, is_causal=False):
-        if attn_mask is not None or is_causal:
-            raise ValueError("fastwin attention swapped into this model supports no attn_mask / is_causal")
+        refuse_mask(attn_mask, is_causal)
         return super().forward(x)
 
 
