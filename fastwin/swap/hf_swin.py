@@ -13,12 +13,14 @@ time is listed in the report's notes (`NOTE_V1`, `NOTE_V2`).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from typing import Optional, Union
 
 import torch
 import torch.nn as nn
 
+from .. import dispatch
 from ..ops import relative_position_index
 from .core import register_planned_swap
 from .hf_swin_layers import V1_PROJ, V1_SPLIT, V2, FusedHFSwinLayer, Layout, fused_copy
@@ -64,7 +66,13 @@ def _layer_shell(m) -> bool:
     if not _has(m, ("layernorm_before", "layernorm_after"), nn.LayerNorm) or not _has(m, ("attention", "drop_path")):
         return False
     window, shift = getattr(m, "window_size", None), getattr(m, "shift_size", None)
-    return type(window) is int and type(shift) is int and 0 <= shift < window and callable(getattr(m, "forward"))
+    if not (type(window) is int and type(shift) is int and 0 <= shift < window):
+        return False
+    try:
+        params = inspect.signature(type(m).forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return list(params)[1:3] == ["hidden_states", "input_dimensions"]
 
 
 def _v1_attention_ok(heads, head_dim, window, table, index) -> bool:
@@ -231,10 +239,12 @@ def _plan(m: nn.Module, version: int) -> Union[nn.Module, str, None]:
     for H, W in ((ws + 3, 2 * ws + 1), (2 * ws, ws + 1)):  # larger than the window, padded in some dim
         x = torch.randn(2, H * W, C, generator=gen)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), dispatch.record() as calls:
                 want, got = _first(twin(x, (H, W))), _first(cand(x, (H, W)))
         except Exception as exc:  # noqa: BLE001  (either refusing a probe input means: no match)
             return f"the probe failed ({type(exc).__name__}: {exc})"
+        if not calls:
+            return "its forward would always run transformers' own code"
         if not _close(got, want):
             return "the fused path did not reproduce it on a random input"
     return fused_copy(m, layout)

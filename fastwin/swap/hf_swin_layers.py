@@ -244,7 +244,7 @@ def _argument_reason(layer, arguments: Dict) -> Optional[str]:
         wants_attentions = getattr(config, "output_attentions", False)
     if wants_attentions:
         return "output_attentions=True (the fused op does not form the attention weights)"
-    if arguments.pop("head_mask", None) is not None:
+    if arguments.pop("head_mask", None) is not None or extra.pop("head_mask", None) is not None:
         return "a head_mask"
     arguments.pop("always_partition", None)
     unknown = sorted(set(arguments) | (set(extra) - _HARMLESS_KWARGS))
