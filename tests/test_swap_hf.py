@@ -281,3 +281,27 @@ def test_meta_device_layers_are_left_and_reported():
     _, report = fastwin.swap(model)
     assert report.replaced == [] and len(report.skipped) == 2
     assert all("meta device" in why for _, why in report.skipped)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_swap_backbones_at_maps_smaller_than_the_window(family):
+    """transformers' backbones always partition: a 3x3 map runs in one padded 4x4 window, shifted."""
+    config_cls, backbone_cls = {"v1": (transformers.SwinConfig, transformers.SwinBackbone),
+                                "v2": (transformers.Swinv2Config, transformers.Swinv2Backbone)}[family]
+    config = config_cls(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2, 2], num_heads=[2, 2, 4],
+                        window_size=4, out_features=["stage1", "stage2", "stage3"])
+    torch.manual_seed(0)
+    model = backbone_cls(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    ref = copy.deepcopy(model)
+    _, report = fastwin.swap(model)
+    assert report.counts() == {RULES[family]: 6}, str(report)
+    x = torch.randn(2, 3, 13, 11)  # maps 7x6, 4x3, 2x2
+    with torch.no_grad(), fastwin.dispatch.record() as calls:
+        got = model(x).feature_maps
+    want = ref(x).feature_maps
+    assert len(calls) == 6 and len(got) == len(want) == 3
+    for a, b in zip(got, want):
+        assert rel_err(a, b) < 1e-5
