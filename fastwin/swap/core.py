@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import weakref
 from collections import Counter
 from typing import Callable, Dict, List, Optional, Tuple
@@ -72,6 +73,21 @@ def swin_block_parts(m, fused_cls: type, is_attention: Callable):
     if window is None or shift is None or window != pair_or_none(attn.window_size):
         return None
     return attn, norm1, norm2, mlp, window, shift
+
+
+def randomize_parameters_(module: nn.Module, gen: torch.Generator) -> None:
+    """Random values for a probe twin's parameters, in place (under no_grad): fan-in-scaled normals
+    for matrices, 1-D weights around 1 (norms keep activations O(1)), other vectors small, Swin V2
+    `logit_scale` around log 10 (the initial multiplier), so every part of a block shows in its output."""
+    for name, p in module.named_parameters():
+        if name.endswith("logit_scale"):
+            p.copy_(math.log(10.0) + torch.randn(p.shape, generator=gen) * 0.5)
+        elif p.dim() >= 2:
+            p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
+        elif name.endswith("weight"):
+            p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
 def register_planned_swap(name: str, parts: Callable, plan: Callable, note: str = "") -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 from typing import Optional, Union
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn as nn
 
 from .. import dispatch
 from ..ops import relative_position_index
-from .core import register_planned_swap
+from .core import randomize_parameters_, register_planned_swap
 from .hf_swin_layers import V1_PROJ, V1_SPLIT, V2, FusedHFSwinLayer, Layout, fused_copy
 
 _COMMON = ("output_attentions=True, a head_mask, keyword arguments it does not know, TorchScript tracing, and a "
@@ -195,15 +194,7 @@ def _random_twin(m: nn.Module) -> nn.Module:
     twin = copy.deepcopy(m).cpu().float().eval()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, p in twin.named_parameters():
-            if name.endswith("logit_scale"):
-                p.copy_(math.log(10.0) + torch.randn(p.shape, generator=gen) * 0.5)
-            elif p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
-            elif name.endswith("weight"):
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        randomize_parameters_(twin, gen)
     twin.drop_path = _Scale(0.5)
     if isinstance(getattr(twin, "dropout", None), nn.Dropout):
         twin.dropout = _Scale(0.75)
