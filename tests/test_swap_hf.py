@@ -6,6 +6,7 @@ its interpreter on tiny shapes), and on the GPU when there is one. transformers 
 dependency: without it this module skips.
 """
 import copy
+import io
 import re
 
 import pytest
@@ -156,6 +157,24 @@ def test_swap_keeps_parameters_state_dict_and_classes(family):
     base = type(ref.base_model.encoder.layers[0].blocks[1])
     assert isinstance(layer, base) and type(layer) is not base
     assert fastwin.swap(model)[1].replaced == []  # a second swap finds nothing left to do
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_swapped_model_pickles_and_deep_copies(family):
+    model, ref = build(family, 4)
+    model.eval(), ref.eval()
+    swap_checked(model, family)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # the whole module, generated layer classes included
+    buffer.seek(0)
+    x = torch.randn(1, 3, 19, 21)
+    for twin in (torch.load(buffer, weights_only=False), copy.deepcopy(model)):
+        layer = twin.base_model.encoder.layers[0].blocks[1]
+        assert type(layer) is type(model.base_model.encoder.layers[0].blocks[1])
+        assert layer.attention is not model.base_model.encoder.layers[0].blocks[1].attention
+        with torch.no_grad(), fastwin.dispatch.record() as calls:
+            assert rel_err(twin(x).logits, ref(x).logits) < 1e-5
+        assert len(calls) == 4
 
 
 @pytest.mark.parametrize("family", FAMILIES)

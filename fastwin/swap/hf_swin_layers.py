@@ -171,6 +171,7 @@ class Layout:
 V1_SPLIT = Layout("v1_split", _v1_split_attention, _v1_split_body, 1)
 V1_PROJ = Layout("v1_proj", _v1_proj_attention, _v1_proj_body, 1)
 V2 = Layout("v2", _v2_attention, _v2_body, 2)
+LAYOUTS = {layout.name: layout for layout in (V1_SPLIT, V1_PROJ, V2)}
 
 # Keyword arguments the fused path may see and ignore (transformers passes them down to every layer).
 _HARMLESS_KWARGS = {"output_hidden_states"}
@@ -199,6 +200,7 @@ class FusedHFSwinLayer:
 
     fastwin_backend: Optional[str] = None
     _fastwin_layout: Layout  # set on each generated class
+    _fastwin_base: type  # the transformers class it extends
     _fastwin_signature: inspect.Signature  # of the base class's forward, without `self`
     _fastwin_var_keyword: Optional[str]  # the name of its `**kwargs`, if it has one
 
@@ -230,6 +232,11 @@ class FusedHFSwinLayer:
         if layout.version == 2 and shift > 0 and not _v2_mask_is_negligible(self, att, window):
             return super().forward(*args, **kwargs)
         return layout.body(self, x, H, W, window, shift)
+
+    def __reduce_ex__(self, protocol):
+        # The generated class is not importable by name: pickle (torch.save of the whole model,
+        # multiprocessing) and deepcopy rebuild it from the transformers class and the layout.
+        return _empty_fused, (self._fastwin_base, self._fastwin_layout.name), self.__getstate__()
 
 
 def _argument_reason(layer, arguments: Dict) -> Optional[str]:
@@ -276,9 +283,15 @@ def fused_class(base: type, layout: Layout) -> type:
         var_kw = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
         cls = type(f"Fastwin{base.__name__}", (FusedHFSwinLayer, base),
                    {"__doc__": doc, "__module__": __name__, "_fastwin_layout": layout, "_fastwin_signature": sig,
-                    "_fastwin_var_keyword": var_kw})
+                    "_fastwin_var_keyword": var_kw, "_fastwin_base": base})
         _CLASSES[base] = cls
     return cls
+
+
+def _empty_fused(base: type, layout_name: str) -> nn.Module:
+    """An uninitialised `fused_class` instance (unpickling fills its state)."""
+    cls = fused_class(base, LAYOUTS[layout_name])
+    return cls.__new__(cls)
 
 
 def fused_copy(layer: nn.Module, layout: Layout) -> nn.Module:
