@@ -182,9 +182,12 @@ def _v2_mask_is_negligible(layer, att: Attention, window: int) -> bool:
     """Whether transformers' doubled V2 shift mask (-200) and the op's (-100) give the same outputs
     (see V2_DOUBLE_MASK_TOLERANCE). One host sync per change of `logit_scale`, cached."""
     ls = att.logit_scale
-    key = (ls.data_ptr(), ls._version, window)
+    try:
+        key = (ls.data_ptr(), ls._version, window)
+    except RuntimeError:  # an inference-mode tensor has no version counter: check every call
+        key = None
     cached = layer.__dict__.get("_fastwin_v2_mask_check")
-    if cached is not None and cached[0] == key:
+    if key is not None and cached is not None and cached[0] == key:
         return cached[1]
     tau = float(logit_multiplier(ls.detach(), att.num_heads).max())
     ok = window * window * math.exp(2 * tau - 84) <= V2_DOUBLE_MASK_TOLERANCE
