@@ -6,6 +6,7 @@ its interpreter on tiny shapes), and on the GPU when there is one. transformers 
 dependency: without it this module skips.
 """
 import copy
+import importlib
 import io
 import re
 
@@ -203,10 +204,11 @@ def test_call_time_fallback_reasons():
     assert layer.fastwin_fallback_reason(x, (8, 8)) is None
     assert "head_mask" in layer.fastwin_fallback_reason(x, (8, 8), head_mask=torch.ones(2))
     assert "output_attentions" in layer.fastwin_fallback_reason(x, (8, 8), output_attentions=True)
-    assert "does not know" in layer.fastwin_fallback_reason(x, (8, 8), something_new=1)
+    assert layer.fastwin_fallback_reason(x, (8, 8), something_new=1) is not None
     assert "[B, H * W, C]" in layer.fastwin_fallback_reason(x, (8, 9))
-    model.config._attn_implementation = "flex_attention"
-    assert "flex_attention" in layer.fastwin_fallback_reason(x, (8, 8))
+    if hasattr(layer.attention, "config"):  # transformers 5: attention implementations are pluggable
+        model.config._attn_implementation = "flex_attention"
+        assert "flex_attention" in layer.fastwin_fallback_reason(x, (8, 8))
 
 
 def test_small_inputs_follow_transformers_window_rule():
@@ -256,12 +258,16 @@ def test_gradient_checkpointing_still_works():
         assert (p.grad - q.grad).abs().max() <= 1e-4 * q.grad.abs().max().clamp_min(1e-3), name
 
 
-@pytest.mark.parametrize("make", ["DonutSwinModel", "MaskFormerSwinModel"])
-def test_swap_donut_and_maskformer_swin(make):
-    config_cls = getattr(transformers, make.replace("Model", "Config"))
-    config = config_cls(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4)
+@pytest.mark.parametrize("module,make", [("donut.modeling_donut_swin", "DonutSwin"),
+                                         ("maskformer.modeling_maskformer_swin", "MaskFormerSwin")])
+def test_swap_donut_and_maskformer_swin(module, make):
+    models = importlib.import_module(f"transformers.models.{module}")
+    configs = importlib.import_module(f"transformers.models.{module.split('.')[0]}.configuration_"
+                                      f"{module.split('.')[1][len('modeling_'):]}")
+    config = getattr(configs, f"{make}Config")(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2],
+                                               num_heads=[2, 4], window_size=4)
     torch.manual_seed(0)
-    model = getattr(transformers, make)(config).eval()
+    model = getattr(models, f"{make}Model")(config).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -294,9 +300,12 @@ def test_report_lists_layers_left_unswapped():
 
 def test_meta_device_layers_are_left_and_reported():
     config_cls, model_cls = FAMILIES["v2"]
-    with torch.device("meta"):
-        model = model_cls(config_cls(image_size=32, patch_size=2, embed_dim=16, depths=[2], num_heads=[2],
-                                     window_size=4, num_labels=5))
+    try:
+        with torch.device("meta"):
+            model = model_cls(config_cls(image_size=32, patch_size=2, embed_dim=16, depths=[2], num_heads=[2],
+                                         window_size=4, num_labels=5))
+    except RuntimeError as exc:  # transformers 4 reads values while building (drop-path rates)
+        pytest.skip(f"this transformers version cannot build on the meta device: {exc}")
     _, report = fastwin.swap(model)
     assert report.replaced == [] and len(report.skipped) == 2
     assert all("meta device" in why for _, why in report.skipped)
