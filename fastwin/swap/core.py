@@ -237,6 +237,11 @@ def swap(model: nn.Module) -> Tuple[nn.Module, SwapReport]:
     `SwinTransformerBlock` only where a probe shows that it computes the same function (in eval mode,
     every module's train/eval mode restored after); otherwise only its attention is replaced.
 
+    Hugging Face transformers Swin layers become instances of a fastwin subclass of their own class
+    (same submodules and parameters; `fastwin.swap.hf_swin`), after a probe; one that fails it is left
+    as it was and listed in `report.skipped`, and what they hand back to transformers' code at call
+    time is in `report.notes`.
+
     A bare block (a supported module with no parent, e.g. one official `SwinTransformerBlock`) cannot
     be replaced in its parent, so its own supported children (its attention) are replaced in place,
     and the returned module is the whole fastwin replacement (e.g. the fused block), built around the
