@@ -32,7 +32,8 @@ from .drop import DropPath
 from .mlp import Mlp
 from .swin_block import as_map, block_settings, block_shell, drop_saved_shift_mask, like_input, merge_2x2
 
-__all__ = ["PatchMergingV2", "SwinTransformerV2Block", "WindowAttentionV2", "log_spaced_coords"]
+__all__ = ["PatchMergingV2", "SwinTransformerV2Block", "WindowAttentionV2", "cpb_bias_table", "log_spaced_coords",
+           "logit_multiplier"]
 
 for _fn in ("as_map", "like_input", "merge_2x2"):  # leaves under torch.fx here too (see swin_block)
     torch.fx.wrap(_fn)
@@ -60,6 +61,26 @@ def log_spaced_coords(window_size: Tuple[int, int], pretrained_window_size: Tupl
     t = t / torch.tensor([max(ref[0] - 1, 1), max(ref[1] - 1, 1)], device=device, dtype=torch.float32) * 8
     t = torch.sign(t) * torch.log2(t.abs() + 1.0) / math.log2(8)
     return t[None].to(dtype)
+
+
+def cpb_bias_table(cpb_mlp: nn.Module, coords: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """The continuous position bias as an ordinary bias table (also for foreign V2 modules, `fastwin.swap`).
+
+    Args:
+        cpb_mlp: the position-bias MLP, 2 -> hidden -> heads; its first parameter sets the dtype.
+        coords: [1, 2*Wh-1, 2*Ww-1, 2] log-spaced relative coordinates (`log_spaced_coords`).
+        num_heads: heads.
+    Returns:
+        [(2Wh-1)(2Ww-1), heads] = 16 * sigmoid(cpb_mlp(coords)).
+    """
+    coords = coords.to(next(cpb_mlp.parameters()).dtype)
+    return 16 * torch.sigmoid(cpb_mlp(coords).view(-1, num_heads))
+
+
+def logit_multiplier(logit_scale: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Cosine-attention multipliers from the learned log scale: [heads] (or [heads, 1, 1]) -> [heads],
+    exp(min(logit_scale, log 100))."""
+    return torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp().view(num_heads)
 
 
 class WindowAttentionV2(nn.Module):
@@ -131,12 +152,11 @@ class WindowAttentionV2(nn.Module):
 
     def bias_table(self) -> torch.Tensor:
         """The continuous position bias as a table: [(2Wh-1)(2Ww-1), heads] = 16 * sigmoid(MLP(coords))."""
-        coords = self.relative_coords_table.to(self.cpb_mlp[0].weight.dtype)
-        return 16 * torch.sigmoid(self.cpb_mlp(coords).view(-1, self.num_heads))
+        return cpb_bias_table(self.cpb_mlp, self.relative_coords_table, self.num_heads)
 
     def logit_multiplier(self) -> torch.Tensor:
         """[heads]: exp(min(logit_scale, log 100))."""
-        return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().view(self.num_heads)
+        return logit_multiplier(self.logit_scale, self.num_heads)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         wh, ww = self.window_size

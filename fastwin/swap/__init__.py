@@ -3,6 +3,9 @@
 One module per model family registers its rules; the import order below is the order rules are
 tried on each module (outermost modules first, so a whole block is replaced before its attention).
 
+`hf_swin` covers Hugging Face transformers' Swin v1 / V2 layers (recognised by structure; transformers
+itself is never imported here).
+
 `fastwin.swap` is both this package and the public function: the package's module object is
 callable (`fastwin.swap(model)` calls `core.swap`), so `fastwin.swap.swin` and friends stay
 importable while the SPEC's API name keeps working.
@@ -10,7 +13,7 @@ importable while the SPEC's API name keeps working.
 import sys
 import types
 
-from . import swin, swin_v2, uniformer, vit  # noqa: F401  (register the families' rules, in this order)
+from . import swin, swin_v2, uniformer, vit, hf_swin  # noqa: F401  (register the families' rules, in this order)
 from .core import SwapReport, SwapRule, register_swap, swap
 
 __all__ = ["SwapReport", "SwapRule", "register_swap", "swap"]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import weakref
 from collections import Counter
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,13 +27,17 @@ class SwapRule:
     name: str
     matches: Callable[[nn.Module], bool]
     convert: Callable[[nn.Module], nn.Module]
+    note: str = ""  # what the report says once about every module this rule replaced (call-time limits)
+    # Why a module the rule recognised was left as it was (None: not recognised), asked after `matches` said no.
+    skip_reason: Optional[Callable[[nn.Module], Optional[str]]] = None
 
 
 _RULES: List[SwapRule] = []
 
 
-def register_swap(name: str, matches: Callable, convert: Callable) -> None:
-    _RULES.append(SwapRule(name, matches, convert))
+def register_swap(name: str, matches: Callable, convert: Callable, note: str = "",
+                  skip_reason: Optional[Callable] = None) -> None:
+    _RULES.append(SwapRule(name, matches, convert, note, skip_reason))
 
 
 _SWIN_BLOCK_CHILDREN = {"norm1", "attn", "norm2", "mlp", "drop_path", "drop_path1", "drop_path2"}
@@ -70,33 +75,56 @@ def swin_block_parts(m, fused_cls: type, is_attention: Callable):
     return attn, norm1, norm2, mlp, window, shift
 
 
-def register_planned_swap(name: str, parts: Callable, plan: Callable) -> None:
+def randomize_parameters_(module: nn.Module, gen: torch.Generator) -> None:
+    """Random values for a probe twin's parameters, in place (under no_grad): fan-in-scaled normals
+    for matrices, 1-D weights around 1 (norms keep activations O(1)), other vectors small, Swin V2
+    `logit_scale` around log 10 (the initial multiplier), so every part of a block shows in its output."""
+    for name, p in module.named_parameters():
+        if name.endswith("logit_scale"):
+            p.copy_(math.log(10.0) + torch.randn(p.shape, generator=gen) * 0.5)
+        elif p.dim() >= 2:
+            p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
+        elif name.endswith("weight"):
+            p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+
+
+def register_planned_swap(name: str, parts: Callable, plan: Callable, note: str = "") -> None:
     """A rule whose match needs the full replacement built (a probe runs it): `plan(m)` returns the
-    replacement or None. `matches` keeps the plan it built so `convert` does not probe again."""
+    replacement, or None, or a string saying why the recognised module is left as it is (the report
+    lists it). `matches` keeps the plan it built so `convert` does not probe again."""
     plans: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+    reasons: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
 
     def matches(m) -> bool:
         if parts(m) is None:
             return False
         built = plan(m)
+        if isinstance(built, str):
+            reasons[m] = built
+            return False
         if built is not None:
             plans[m] = built
         return built is not None
 
     def convert(m):
         built = plans.pop(m, None) or plan(m)
-        if built is None:
+        if built is None or isinstance(built, str):
             raise RuntimeError(f"{name}: {type(m).__name__} no longer matches (changed since it was probed?)")
         return built
 
-    register_swap(name, matches, convert)
+    register_swap(name, matches, convert, note, lambda m: reasons.pop(m, None))
 
 
 @dataclasses.dataclass
 class SwapReport:
-    """What `swap` replaced: (module path, rule name) pairs."""
+    """What `swap` replaced: (module path, rule name) pairs; what it recognised but left as it was:
+    (module path, reason) pairs; and per rule used, what its replacements do not cover (`notes`)."""
 
     replaced: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    notes: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def counts(self):
         return Counter(rule for _, rule in self.replaced)
@@ -106,12 +134,17 @@ class SwapReport:
 
     def __str__(self):
         if not self.replaced:
-            return "fastwin.swap: nothing replaced (no supported modules found)"
+            return "fastwin.swap: nothing replaced (no supported modules found)" + self._skipped_text()
         text = "fastwin.swap replaced " + ", ".join(f"{n} x {r}" for r, n in sorted(self.counts().items()))
         root = [rule for path, rule in self.replaced if path == ""]
         if root:
             text += f" (the module passed in was a {root[0]}: use the returned module)"
-        return text
+        for rule, note in sorted(self.notes.items()):
+            text += f"\n  {rule}: {note}"
+        return text + self._skipped_text()
+
+    def _skipped_text(self) -> str:
+        return "".join(f"\n  left as it was: {path or '<root>'}: {why}" for path, why in self.skipped)
 
 
 def _convert_like(rule: SwapRule, module: nn.Module) -> nn.Module:
@@ -141,14 +174,30 @@ def _rule_for(module: nn.Module):
     return next((r for r in _RULES if r.matches(module)), None)
 
 
+def _record(report: SwapReport, path: str, rule: SwapRule) -> None:
+    report.replaced.append((path, rule.name))
+    if rule.note:
+        report.notes[rule.name] = rule.note
+
+
+def _record_skip(report: SwapReport, path: str, module: nn.Module) -> None:
+    """After no rule matched `module`: note why, if a rule recognised it."""
+    for rule in _RULES:
+        why = rule.skip_reason(module) if rule.skip_reason is not None else None
+        if why:
+            report.skipped.append((path, f"{rule.name}: {why}"))
+            return
+
+
 def _swap_children(parent: nn.Module, prefix: str, report: SwapReport) -> None:
     for name, child in list(parent.named_children()):
         path = f"{prefix}{name}"
         rule = _rule_for(child)
         if rule is not None:
             setattr(parent, name, _convert_like(rule, child))
-            report.replaced.append((path, rule.name))
+            _record(report, path, rule)
         else:
+            _record_skip(report, path, child)
             _swap_children(child, path + ".", report)
 
 
@@ -164,18 +213,19 @@ def _swap_root(module: nn.Module, rule: SwapRule, report: SwapReport) -> nn.Modu
     for name, child in list(module.named_children()):
         child_rule = _rule_for(child)
         if child_rule is None:
+            _record_skip(report, name, child)
             _swap_children(child, f"{name}.", report)
             continue
         shared = getattr(new, name, None)
         use = shared if isinstance(shared, nn.Module) and shared is not child else _convert_like(child_rule, child)
         setattr(module, name, use)
-        report.replaced.append((name, child_rule.name))
+        _record(report, name, child_rule)
     if not report.replaced:
         raise ValueError(
             f"swap() replaces modules in place, and nothing inside this bare {type(module).__name__} can be "
             f"replaced; pass its parent (e.g. `fastwin.swap(nn.Sequential(module))`)"
         )
-    report.replaced.append(("", rule.name))
+    _record(report, "", rule)
     return new
 
 
@@ -186,6 +236,11 @@ def swap(model: nn.Module) -> Tuple[nn.Module, SwapReport]:
     outputs are unchanged up to floating-point rounding. A foreign Swin block becomes the fused
     `SwinTransformerBlock` only where a probe shows that it computes the same function (in eval mode,
     every module's train/eval mode restored after); otherwise only its attention is replaced.
+
+    Hugging Face transformers Swin layers become instances of a fastwin subclass of their own class
+    (same submodules and parameters; `fastwin.swap.hf_swin`), after a probe; one that fails it is left
+    as it was and listed in `report.skipped`, and what they hand back to transformers' code at call
+    time is in `report.notes`.
 
     A bare block (a supported module with no parent, e.g. one official `SwinTransformerBlock`) cannot
     be replaced in its parent, so its own supported children (its attention) are replaced in place,

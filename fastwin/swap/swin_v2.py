@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 from typing import Optional
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn as nn
 
 from ..layers.swin_v2_block import SwinTransformerV2Block, WindowAttentionV2, log_spaced_coords
 from ..ops import relative_position_index, shift_mask
-from .core import pair_or_none, register_planned_swap, register_swap, swin_block_parts
+from .core import pair_or_none, randomize_parameters_, register_planned_swap, register_swap, swin_block_parts
 
 _ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax", "cpb_mlp"}
 _ATTN_PARAMS = {"logit_scale", "q_bias", "v_bias"}
@@ -135,15 +134,7 @@ def _random_twin(m: nn.Module) -> nn.Module:
     twin = twin.float()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, p in twin.named_parameters():
-            if name.endswith("logit_scale"):
-                p.copy_(math.log(10.0) + torch.randn(p.shape, generator=gen) * 0.5)
-            elif p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
-            elif name.endswith("weight"):
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        randomize_parameters_(twin, gen)
         if meta:
             attn = twin.attn
             window = pair_or_none(attn.window_size)
