@@ -68,11 +68,30 @@ rm -rf "$WORK/src"
 git clone -q "$REPO" "$WORK/src" && git -C "$WORK/src" log -1 --format="commit %H %s" | tee -a "$LOG"
 cd "$WORK/src" || exit 1
 
-step "strict install: FASTWIN_REQUIRE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 pip install --no-build-isolation -e . (MAX_JOBS=$MAX_JOBS)"
+# The broken-source build and the test runs need no result of the strict build: they run alongside it
+# (in their own clone / on the Triton and emulation paths), each logging to WORKDIR/<name>.log.
 strict_install() {
     env -u CUDA_HOME -u CUDA_PATH -u CPATH -u CPLUS_INCLUDE_PATH FASTWIN_REQUIRE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 \
         "$PY" -m pip install --no-build-isolation --no-deps -v -e .
 }
+
+if [ "${FASTWIN_REHEARSAL_BROKEN:-1}" = 1 ]; then
+    rm -rf "$WORK/broken" && git clone -q "$REPO" "$WORK/broken"
+    victim=$(ls "$WORK"/broken/csrc/cuda/*.cu | head -n 1)
+    printf '#error "deliberately broken by gpu_rehearsal.sh"\n' | cat - "$victim" > "$victim.new" && mv "$victim.new" "$victim"
+    say "broken clone: $(basename "$victim") starts with #error; its strict install runs in the background"
+    (cd "$WORK/broken" && start=$SECONDS && strict_install > "$WORK/broken-build.log" 2>&1; \
+     echo "exit $? after $((SECONDS - start)) s" >> "$WORK/broken-build.log") &
+    broken_pid=$!
+fi
+( start=$SECONDS; "$PY" -m pytest -q -p no:cacheprovider tests/test_triton_attention.py \
+    tests/test_triton_attention_defects.py tests/test_triton_dwconv.py tests/test_triton_compile.py \
+    > "$WORK/triton-tests.log" 2>&1; echo "exit $? after $((SECONDS - start)) s" >> "$WORK/triton-tests.log"
+  start=$SECONDS; "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_emulation.py tests/test_gpu_run.py \
+    > "$WORK/emulation-tests.log" 2>&1; echo "exit $? after $((SECONDS - start)) s" >> "$WORK/emulation-tests.log" ) &
+tests_pid=$!
+
+step "strict install: FASTWIN_REQUIRE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 pip install --no-build-isolation -e . (MAX_JOBS=$MAX_JOBS)"
 logged build 4 strict_install
 rc=$?
 grep -m1 -o "using CUDA_HOME='[^']*'" "$WORK/build.log" | tee -a "$LOG"
@@ -96,26 +115,24 @@ raise SystemExit(f"attention ops without a CUDA kernel: {missing}" if missing el
 EOF
 verdict "every attention op has a CUDA kernel" "${PIPESTATUS[0]}"
 
-if [ "${FASTWIN_REHEARSAL_BROKEN:-1}" = 1 ]; then
+if [ -n "${broken_pid:-}" ]; then
     step "a deliberately broken CUDA source must fail the strict install"
-    rm -rf "$WORK/broken" && git clone -q "$REPO" "$WORK/broken"
-    victim=$(ls "$WORK/broken"/csrc/cuda/*.cu | head -n 1)
-    printf '#error "deliberately broken by gpu_rehearsal.sh"\n' | cat - "$victim" > "$victim.new" && mv "$victim.new" "$victim"
-    say "broke $(basename "$victim") (first line: #error)"
-    (cd "$WORK/broken" && logged broken-build 3 strict_install)
-    rc=$?
+    wait "$broken_pid"
     grep -m1 "deliberately broken" "$WORK/broken-build.log" | cut -c1-300 | tee -a "$LOG"
+    tail -n 3 "$WORK/broken-build.log" | cut -c1-300 >> "$LOG"
+    rc=$(tail -n 1 "$WORK/broken-build.log" | awk '{print $2}')
     [ "$rc" != 0 ] && grep -q "deliberately broken" "$WORK/broken-build.log"
-    verdict "strict install of the broken source fails (exit $rc)" $?
+    verdict "strict install of the broken source fails (exit $rc, full output $WORK/broken-build.log)" $?
     rm -rf "$WORK/broken"
 fi
 
 step "Triton tests (interpreter) and CUDA-emulation tests under torch 2.11 + triton 3.6"
-logged triton-tests 3 "$PY" -m pytest -q -p no:cacheprovider tests/test_triton_attention.py \
-    tests/test_triton_attention_defects.py tests/test_triton_dwconv.py tests/test_triton_compile.py
-verdict "Triton test files" $?
-logged emulation-tests 3 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_emulation.py tests/test_gpu_run.py
-verdict "CUDA-emulation and gpu_run driver tests" $?
+wait "$tests_pid"
+for name in triton-tests emulation-tests; do
+    tail -n 4 "$WORK/$name.log" | cut -c1-300 >> "$LOG"
+    rc=$(tail -n 1 "$WORK/$name.log" | awk '{print $2}')
+    verdict "$name (full output $WORK/$name.log)" "$rc"
+done
 
 step "gpu_run.sh --dry-run"
 rm -rf "$WORK/dry"
