@@ -134,14 +134,20 @@ for name in triton-tests emulation-tests; do
     verdict "$name (full output $WORK/$name.log)" "$rc"
 done
 
-step "gpu_run.sh --dry-run"
-rm -rf "$WORK/dry"
-PATH="$VENV/bin:$PATH" bash benchmarks/gpu_run.sh "$WORK/dry" --dry-run > "$WORK/dry-run.out" 2>&1
-rc=$?
-grep -E "^fastwin gpu run|^  planned|^=====|^dry run|^[0-9]+ rows|^done in" "$WORK/dry/run.log" | cut -c1-300 >> "$LOG"
-say "OUTDIR files ($(ls "$WORK/dry" | wc -l), at most 8): $(ls "$WORK/dry" | tr '\n' ' ')"
-[ "$(ls "$WORK/dry" | wc -l)" -le 8 ] || rc=1
-verdict "dry run: every phase ok" $rc
+for command in first second; do
+    step "gpu_run.sh --dry-run ($command command)"
+    rm -rf "$WORK/dry-$command"
+    args=(); [ "$command" = second ] && args=(second)
+    PATH="$VENV/bin:$PATH" bash benchmarks/gpu_run.sh "$WORK/dry-$command" "${args[@]}" --dry-run \
+        > "$WORK/dry-$command.out" 2>&1
+    rc=$?
+    grep -E "^fastwin gpu run|^  planned|^=====|^dry run|^[0-9]+ rows|^toolkit|^done in" "$WORK/dry-$command/run.log" \
+        | cut -c1-300 >> "$LOG"
+    n=$(ls "$WORK/dry-$command" | wc -l)
+    say "OUTDIR files ($n, at most 8): $(ls "$WORK/dry-$command" | tr '\n' ' ')"
+    [ "$n" -le 8 ] || rc=1
+    verdict "dry run of the $command command: every phase ok" $rc
+done
 
 step "done"
 if [ "$failures" = 0 ]; then say "REHEARSAL PASSED"; else say "REHEARSAL FAILED: $failures step(s)"; fi
