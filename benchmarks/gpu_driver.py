@@ -64,7 +64,7 @@ def _sh(script: str) -> Callable[[str, bool], List[str]]:
     return argv
 
 
-# The build: skipped when fastwin/_C*.so is newer than every source and has CUDA kernels (a warm
+# The build: skipped when fastwin/_C*.so was built from the current sources and has CUDA kernels (a warm
 # machine's second command); strict, so a compile error fails the phase instead of warning.
 _BUILD = r"""
 set -euo pipefail
@@ -77,6 +77,7 @@ tk = t.find_toolkit(); print('toolkit', tk, '| reason no CUDA:', b.cuda_unavaila
 fi
 if python benchmarks/gpu_phases.py fresh "$out"; then echo "fastwin._C is current and has CUDA kernels: build skipped"; exit 0; fi
 FASTWIN_REQUIRE_CUDA=1 python setup.py build_ext --inplace 2>&1 | tail -n 40
+python benchmarks/gpu_phases.py stamp "$out"
 """
 
 # compute-sanitizer on small CUDA cases that reach every kernel path (resident and streaming modes,
