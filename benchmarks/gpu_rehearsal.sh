@@ -23,6 +23,9 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 LOG="$REPO/benchmarks/results/gpu_rehearsal-$(date -u +%Y-%m-%d).log"
 export MAX_JOBS=${MAX_JOBS:-2}
+# JIT builds (the CUDA-emulation module) go to WORKDIR: the default ~/.cache/fastwin holds builds
+# against another torch, which the rehearsal must neither reuse nor overwrite.
+export FASTWIN_CACHE_DIR="$WORK/cache"
 : > "$LOG"
 failures=0
 say() { echo "$*" | tee -a "$LOG"; }
