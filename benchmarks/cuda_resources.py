@@ -32,6 +32,8 @@ from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
+sys.path.insert(0, CSRC)
+import cuda_toolkit  # noqa: E402 - csrc/cuda_toolkit.py: the one toolkit lookup (wrapper nvcc included)
 INCLUDE = os.path.join(CSRC, "include")
 
 KEYS = ("kernel", "shape", "dtype", "config", "arch", "target", "registers", "stack_bytes", "shared_bytes",
@@ -53,12 +55,9 @@ def find_tool(name: str) -> Optional[str]:
     path = shutil.which(name)
     if path:
         return path
-    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if home and os.path.exists(os.path.join(home, "bin", name)):
-            return os.path.join(home, "bin", name)
-    nvcc = shutil.which("nvcc")
-    if nvcc and os.path.exists(os.path.join(os.path.dirname(os.path.realpath(nvcc)), name)):
-        return os.path.join(os.path.dirname(os.path.realpath(nvcc)), name)
+    home = cuda_toolkit.find_toolkit()
+    if home and os.path.exists(os.path.join(home, "bin", name)):
+        return os.path.join(home, "bin", name)
     try:
         import triton
 
@@ -77,12 +76,8 @@ def tool_version(path: Optional[str]) -> str:
 
 def cuda_include_dir() -> Optional[str]:
     """The CUDA toolkit's include directory (cuda_runtime.h), or None."""
-    nvcc = find_tool("nvcc")
-    from_nvcc = os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None
-    for home in (os.environ.get("CUDA_HOME"), from_nvcc, "/usr/local/cuda"):
-        if home and os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
-            return os.path.join(home, "include")
-    return None
+    home = cuda_toolkit.find_toolkit()
+    return os.path.join(home, "include") if home else None
 
 
 def cu_files() -> List[str]:

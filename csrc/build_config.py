@@ -1,15 +1,19 @@
 """How setup.py builds fastwin._C (kept here so setup.py stays declarative and the top level stays SPEC §1).
 
 Returns setup() keyword arguments: `ext_modules` and `cmdclass` when sources exist and torch is
-importable, nothing otherwise. A failing extension build warns instead of failing the install.
+importable, nothing otherwise. By default a failing extension build warns instead of failing the
+install (CPU users get the pure-PyTorch and Triton backends); with FASTWIN_REQUIRE_CUDA=1 the CUDA
+part is required: no CUDA torch, no toolkit, or any compile/link error exits non-zero.
 
 Sources: csrc/ops.cpp (schemas), csrc/cpu/*.cpp (CPU kernels) always; csrc/cuda/*.cu (kernels,
 CUDA headers only) and csrc/cuda/*.cpp (torch bindings) only for a CUDAExtension, i.e. where torch
-has CUDA and nvcc is found (CUDA_HOME), unless FASTWIN_SKIP_CUDA=1.
+has CUDA and a toolkit is found (csrc/cuda_toolkit.py), unless FASTWIN_SKIP_CUDA=1.
 """
 import glob
 import os
 import warnings
+
+import cuda_toolkit
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 DEFAULT_ARCHS = "8.0;9.0"
@@ -57,6 +61,43 @@ def openmp_flags(torch):
     return ["-fopenmp"] if uses_omp else []
 
 
+def require_cuda(environ=None) -> bool:
+    """FASTWIN_REQUIRE_CUDA=1: the CUDA part must build (GPU machines, the rehearsal)."""
+    return (os.environ if environ is None else environ).get("FASTWIN_REQUIRE_CUDA") == "1"
+
+
+def default_arch_list(torch):
+    """The visible GPUs' archs (e.g. "9.0" on an H200: one arch compiles in half the time), else DEFAULT_ARCHS."""
+    try:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken driver: build for the defaults
+        count = 0
+    if not count:
+        return DEFAULT_ARCHS
+    caps = sorted({torch.cuda.get_device_capability(i) for i in range(count)})
+    return ";".join(f"{major}.{minor}" for major, minor in caps)
+
+
+def cuda_unavailable_reason(torch, toolkit, environ=None):
+    """Why the CUDA part will not be built (None: it will)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("FASTWIN_SKIP_CUDA") == "1":
+        return "FASTWIN_SKIP_CUDA=1"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    if toolkit is None:
+        return ("no CUDA toolkit found (no include/cuda_runtime_api.h under $CUDA_HOME, behind nvcc on PATH, "
+                "or in /usr/local/cuda)")
+    if not _cuda_sources():
+        return "csrc/cuda has no sources"
+    return None
+
+
+def _build_ext_class(base, strict):
+    """The build_ext to use: `base` itself when strict (errors propagate), else one that warns."""
+    return base if strict else _optional_build_ext(base)
+
+
 def _optional_build_ext(base):
     class OptionalBuildExt(base):
         """build_ext that warns and continues: fastwin works without its extension."""
@@ -81,15 +122,29 @@ def _optional_build_ext(base):
 def extension_kwargs():
     if os.environ.get("FASTWIN_SKIP_EXT") == "1" or not _cpu_sources():
         return {}
+    strict = require_cuda()
     try:
         import torch
-        from torch.utils import cpp_extension
     except ImportError:
+        if strict:
+            raise SystemExit("FASTWIN_REQUIRE_CUDA=1 but torch is not importable at build time "
+                             "(install torch first and use pip install --no-build-isolation)")
         warnings.warn("torch is not importable at build time; fastwin._C is not built "
                       "(install torch first and use pip install --no-build-isolation)", stacklevel=2)
         return {}
-    with_cuda = (os.environ.get("FASTWIN_SKIP_CUDA") != "1" and torch.version.cuda is not None
-                 and cpp_extension.CUDA_HOME is not None and bool(_cuda_sources()))
+    toolkit = cuda_toolkit.find_toolkit()
+    if toolkit:
+        # Before cpp_extension is imported (it reads CUDA_HOME once); assigned again below in case
+        # something imported it earlier.
+        os.environ["CUDA_HOME"] = toolkit
+    from torch.utils import cpp_extension
+
+    reason = cuda_unavailable_reason(torch, toolkit)
+    if reason and strict:
+        raise SystemExit(f"FASTWIN_REQUIRE_CUDA=1 but the CUDA part cannot be built: {reason}")
+    with_cuda = reason is None
+    if with_cuda:
+        cpp_extension.CUDA_HOME = toolkit
     os.environ["MAX_JOBS"] = _max_jobs(with_cuda)
     # -ffp-contract=fast: torch builds with -std=c++20 (ISO mode), where GCC otherwise never fuses
     # a * b + c into FMA; the CPU kernels rely on fused multiply-adds.
@@ -102,13 +157,15 @@ def extension_kwargs():
     cxx += omp
     kwargs["extra_link_args"] = omp
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", default_arch_list(torch))
+        # Only the host compiler needs the cuBLAS/cuSPARSE headers: the .cu files include CUDA headers only.
+        host = cuda_toolkit.host_include_flags(toolkit, os.path.dirname(torch.__file__))
         ext = cpp_extension.CUDAExtension(
             sources=_cpu_sources() + _cuda_sources(),
-            extra_compile_args={"cxx": cxx + ["-DFASTWIN_WITH_CUDA"], "nvcc": ["-O3", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx + host + ["-DFASTWIN_WITH_CUDA"], "nvcc": ["-O3", "-lineinfo"]},
             **kwargs,
         )
     else:
         ext = cpp_extension.CppExtension(sources=_cpu_sources(), extra_compile_args={"cxx": cxx}, **kwargs)
-    build_ext = _optional_build_ext(cpp_extension.BuildExtension).with_options(use_ninja=True)
+    build_ext = _build_ext_class(cpp_extension.BuildExtension, strict).with_options(use_ninja=True)
     return {"ext_modules": [ext], "cmdclass": {"build_ext": build_ext}}

@@ -241,12 +241,14 @@ def model_step(model: torch.nn.Module, images: Sequence[torch.Tensor], train: bo
 
 
 def import_timm():
-    """The timm module, or None with the reason (timm is optional and never a fastwin dependency)."""
-    try:
-        import timm
-    except Exception as exc:  # ImportError, or timm's own imports (torchvision) failing
-        return None, f"timm is not importable ({type(exc).__name__}: {exc})"
-    return timm, None
+    """The timm module, or None with the reason (timm is optional and never a fastwin dependency).
+
+    Through `fastwin.timm_compat`, like the benchmarks: the GPU image has timm but no torchvision.
+    """
+    from .timm_compat import import_timm as _import
+
+    timm = _import()
+    return (timm, None) if timm is not None else (None, "timm is not installed (or does not import here)")
 
 
 def candidates(device: torch.device, compile_reference: bool = True, with_timm: bool = True) -> List[str]:

@@ -1,98 +1,15 @@
-"""Import timm in the test suite, also where torchvision is not installed.
-
-timm (1.0.x) imports torchvision at package import time (data transforms, `FrozenBatchNorm2d`, the FX
-feature extractor), but the Swin, Swin V2, ViT and DeiT model code the parity tests use never calls
-it. On machines without a torchvision wheel (CPU-only hosts here), `import_timm()` therefore first
-registers placeholder `torchvision` / `PIL` packages whose every attribute is a class that raises when
-used, then imports timm. A real torchvision (or Pillow) is always preferred: placeholders are only
-registered for packages that cannot be found.
-
-timm is never a dependency of fastwin; tests call `import_timm()` and skip when it returns None.
+"""timm in the test suite: `fastwin.timm_compat` (placeholders for a missing torchvision), plus a skip.
 
     from timm_compat import import_timm, require_timm
     timm = require_timm()         # the module, or pytest.skip
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import types
-from typing import Optional
 
-# Submodules timm imports from these packages while `import timm` runs.
-_PLACEHOLDERS = {
-    "torchvision": ("ops", "ops.misc", "transforms", "transforms.functional", "datasets", "utils", "models",
-                    "models.feature_extraction"),
-    "PIL": ("Image",),
-}
-_MARK = "__fastwin_placeholder__"
+from fastwin.timm_compat import import_timm, placeholders
 
-
-class _UnusableMeta(type):
-    """Attributes of a placeholder class are placeholder classes (`InterpolationMode.BICUBIC` works)."""
-
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _unusable(f"{cls.__qualname__}.{name}")
-
-
-def _unusable(qualname: str) -> type:
-    def refuse(*_args, **_kwargs):
-        raise RuntimeError(f"{qualname} is a placeholder from tests/timm_compat.py (the real package is not "
-                           f"installed); only timm's model code works in this process")
-
-    return _UnusableMeta(qualname, (), {"__init__": refuse, "__call__": refuse, "__module__": "timm_compat"})
-
-
-class _PlaceholderModule(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = _unusable(f"{self.__name__}.{name}")
-        setattr(self, name, value)
-        return value
-
-
-def _register(package: str, submodules) -> None:
-    root = _PlaceholderModule(package)
-    root.__path__ = []  # a package: `from package.sub import x` then resolves through sys.modules
-    root.__version__ = "0.0.0"
-    setattr(root, _MARK, True)
-    sys.modules[package] = root
-    for sub in submodules:
-        parent, full = root, package
-        for part in sub.split("."):
-            full = f"{full}.{part}"
-            mod = sys.modules.get(full)
-            if mod is None:
-                mod = _PlaceholderModule(full)
-                mod.__path__ = []
-                setattr(mod, _MARK, True)
-                sys.modules[full] = mod
-            setattr(parent, part, mod)
-            parent = mod
-
-
-def placeholders() -> list:
-    """Packages this process runs with placeholders for."""
-    return sorted(p for p in _PLACEHOLDERS if getattr(sys.modules.get(p), _MARK, False))
-
-
-def import_timm() -> Optional[types.ModuleType]:
-    """The timm module, or None when timm is not installed (or does not import even with placeholders)."""
-    if "timm" in sys.modules:
-        return sys.modules["timm"]
-    if importlib.util.find_spec("timm") is None:
-        return None
-    for package, subs in _PLACEHOLDERS.items():
-        if package not in sys.modules and importlib.util.find_spec(package) is None:
-            _register(package, subs)
-    try:
-        return importlib.import_module("timm")
-    except Exception:  # a timm version importing something else we do not provide
-        return None
+__all__ = ["import_timm", "placeholders", "require_timm"]
 
 
 def require_timm() -> types.ModuleType:

@@ -49,9 +49,23 @@ def _registered() -> None:
     _state["cpu"] = None
 
 
-def _jit(name: str, sources, with_cuda: bool) -> None:
-    from torch.utils.cpp_extension import load
+def _toolkit():
+    """csrc/cuda_toolkit.py (setup.py's toolkit lookup), loaded by path: csrc/ is not a package."""
+    spec = importlib.util.spec_from_file_location("fastwin_cuda_toolkit", os.path.join(_CSRC, "cuda_toolkit.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def _jit(name: str, sources, with_cuda: bool) -> None:
+    from torch.utils import cpp_extension
+
+    host = []
+    toolkit = _toolkit()
+    home = toolkit.find_toolkit() if with_cuda else None
+    if home:  # torch's own guess is wrong behind a wrapper nvcc; the wheel headers fill the toolkit's gaps
+        cpp_extension.CUDA_HOME = home
+        host = toolkit.host_include_flags(home, os.path.dirname(torch.__file__))
     build_dir = os.path.join(os.environ.get("FASTWIN_CACHE_DIR", os.path.expanduser("~/.cache/fastwin")), name)
     os.makedirs(build_dir, exist_ok=True)
     omp = _openmp_flags()
@@ -59,11 +73,11 @@ def _jit(name: str, sources, with_cuda: bool) -> None:
     if not arch:
         major, minor = torch.cuda.get_device_capability()
         os.environ["TORCH_CUDA_ARCH_LIST"] = f"{major}.{minor}"
-    load(
+    cpp_extension.load(
         name=name,
         sources=sources,
         extra_include_paths=[os.path.join(_CSRC, "include")],
-        extra_cflags=["-O3", "-ffp-contract=fast"] + omp + (["-DFASTWIN_WITH_CUDA"] if with_cuda else []),
+        extra_cflags=["-O3", "-ffp-contract=fast"] + omp + host + (["-DFASTWIN_WITH_CUDA"] if with_cuda else []),
         extra_ldflags=omp,
         extra_cuda_cflags=["-O3", "-lineinfo"],
         build_directory=build_dir,

@@ -5,9 +5,11 @@ comes from the shared table (`library.register_autograd("fastwin")`).
 
 On GPUs the ops are `torch.library.triton_op`s launching through `wrap_triton`, so
 `torch.compile(fullgraph=True)` traces into the kernels and the fake implementation is derived from
-the launcher. Under TRITON_INTERPRET=1 (CPU tests) `wrap_triton` hands back the raw interpreted
-kernel, which cannot run on fake tensors; there the ops are opaque `custom_op`s whose fake is the same
-body with the launches skipped, so fake and real output metadata cannot diverge.
+the launcher. Under TRITON_INTERPRET=1 (CPU tests) nothing needs tracing and `wrap_triton` is not
+used at all (torch <= 2.12 rejects interpreted kernels; newer torch hands them back unwrapped, and
+they cannot run on fake tensors); there the ops are opaque `custom_op`s launching the kernels
+directly, whose fake is the same body with the launches skipped, so fake and real output metadata
+cannot diverge.
 
 Importing this module registers the ops; `fastwin.backend` does that at `import fastwin` when triton
 is importable and a GPU (or the interpreter) can run it.

@@ -678,13 +678,16 @@ _INT32_SPAN = 2 ** 31
 
 
 def _launch(kernel, grid, *args, **kwargs):
-    """Launch through `wrap_triton` (traceable by torch.compile / make_fx).
+    """Launch through `wrap_triton` on a GPU (traceable by torch.compile / make_fx), directly in the interpreter.
 
-    Under TRITON_INTERPRET=1, `wrap_triton` hands back the raw interpreted kernel, which would try to
-    run on fake tensors when torch derives the op's fake implementation from the launcher; the fake
-    pass only needs the output allocations, so the launch is skipped there.
+    Under TRITON_INTERPRET=1 the ops are opaque custom_ops (backend/triton_ops.py), so nothing traces
+    the launch: the kernel runs as is. `wrap_triton` must not see it there: torch <= 2.12 rejects
+    interpreted kernels outright ("wrap_triton only works on functions annotated with triton.jit").
+    Fake tensors only need the output allocations, so their launch is skipped.
     """
-    if interpreting() and any(torch.is_tensor(a) and (is_fake(a) or a.device.type == "meta") for a in args):
+    if interpreting():
+        if not any(torch.is_tensor(a) and (is_fake(a) or a.device.type == "meta") for a in args):
+            kernel[grid](*args, **kwargs)
         return
     wrap_triton(kernel)[grid](*args, **kwargs)
 
