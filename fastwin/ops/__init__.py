@@ -239,8 +239,15 @@ def _check_dwconv(x, weight, bias, layout) -> int:
     return channels
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    try:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    except RuntimeError:  # under torch.func.vmap memory formats cannot be queried: a hint only
+        return False
+
+
 def _conv_call(op, x, weight, bias, layout, channels, residual, *grad_inputs) -> dispatch.ConvCall:
-    channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
+    channels_last = layout == "NHWC" or _channels_last(x)
     return dispatch.ConvCall(op, x.device.type, x.dtype, _needs_grad(x, weight, bias, *grad_inputs),
                              weight.shape[-1], channels, layout, channels_last, residual, bias is not None)
 
