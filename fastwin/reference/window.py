@@ -204,9 +204,9 @@ def _pad_with_bias(x: torch.Tensor, Hp: int, Wp: int, bias: Optional[torch.Tenso
         return x
     x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
     if bias is not None:
-        pad = torch.ones(Hp, Wp, 1, device=x.device, dtype=x.dtype)
-        pad[:H, :W] = 0
-        x = x + pad * bias.to(x.dtype)
+        pad = torch.ones(Hp, Wp, 1, device=x.device, dtype=torch.bool)
+        pad[:H, :W] = False
+        x = torch.where(pad, bias.to(x.dtype), x)  # not x + pad * bias: 0 * NaN would reach real tokens
     return x
 
 
