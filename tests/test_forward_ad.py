@@ -13,61 +13,19 @@ import torch.autograd.forward_ad as fwAD
 
 import fastwin
 from fastwin import testing
-from fastwin.testing import Case
-
-CASES = (
-    testing.swin_case("swin w2 s1 3x3 padded", 1, 3, 3, 1, 4, (2, 2), (1, 1)),
-    testing.swin_case("swin v2 cosine w2 s0x1 2x3", 1, 2, 3, 1, 4, (2, 2), (0, 1), "pad_roll", cosine=True),
-    testing.window_case("windows w2 mask", 1, 1, 1, 4, (2, 2)),
-    testing.attention_case("attention N=3", 1, 3, 1, 4),
-    testing.dwconv_case("dwconv k3 residual", 1, 2, 3, 3, 3, residual=True),
-    testing.dwconv_layernorm_case("dwconv+LN k3", 1, 2, 2, 3),
-    testing.linear_gelu_case("linear+gelu", (2, 3), 4),
-)
-
-# (backend, device): fp64 where the backend takes it; the GPU rows run where there is one
-BACKENDS = (("reference", "cpu"), ("cpp", "cpu"), ("triton", "cpu"), ("reference", "cuda"), ("cuda", "cuda"),
-            ("triton", "cuda"))
+from tiny_cases import BACKENDS, CASES, differentiable, dtype_of, inputs_or_skip, on, outs
 
 
-def _dtype(backend):
-    return torch.float32 if backend in ("triton", "cuda") else torch.float64
-
-
-def _setup(case: Case, backend, device):
-    """Inputs, the differentiable ones' positions, and f(*differentiable) running the op on `backend`."""
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    if not fastwin.backends()[backend]:
-        pytest.skip(f"{backend}: {fastwin.backends().reasons[backend]}")
-    dtype = _dtype(backend)
-    why = testing.supported(case, backend, device, dtype)
-    if why is not None:
-        pytest.skip(why)
-    tensors = case.make(device, dtype)
-    at = [i for i, (t, spec) in enumerate(zip(tensors, case.inputs)) if t is not None and spec.grad]
-
-    def on(name, inputs):
-        def f(*moving):
-            full = list(inputs)
-            for i, x in zip(at, moving):
-                full[i] = x
-            with fastwin.set_backend(name, strict=True):
-                return case.fn(*full)
-
-        return f
-
-    return tensors, at, on
-
-
-def _outs(out):
-    return out if isinstance(out, tuple) else (out,)
+def _setup(case, backend, device):
+    tensors = inputs_or_skip(case, backend, device)
+    return tensors, differentiable(case, tensors), lambda name, inputs: on(case, name, inputs,
+                                                                          differentiable(case, inputs))
 
 
 def _check(fast, low, exact, what, dtype):
     """Each result within the rule; and some result so far from zero that a zero one would fail."""
     telling = False
-    for i, (f, lo, ex) in enumerate(zip(_outs(fast), _outs(low), _outs(exact))):
+    for i, (f, lo, ex) in enumerate(zip(outs(fast), outs(low), outs(exact))):
         assert f is not None, f"{what} {i}: none (a silent zero)"
         err, bound = testing.max_err(f, ex), testing.bound(lo, ex, dtype)
         assert err <= bound, f"{what} {i}: max error {err:.3e} > bound {bound:.3e}"
@@ -94,7 +52,7 @@ def test_jvp(case, backend, device):
 
     fast = jvp(on(backend, tensors), [tensors[i] for i in at])
     low, exact = _reference_pair(on, tensors, at, jvp)
-    _check(fast, low, exact, "tangent", _dtype(backend))
+    _check(fast, low, exact, "tangent", dtype_of(backend))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
@@ -106,16 +64,16 @@ def test_forward_ad_dual_tensors(case, backend, device):
     def dual(f, primals):
         with fwAD.dual_level():
             out = f(*[fwAD.make_dual(p, t.to(p.dtype)) for p, t in zip(primals, tangents)])
-            return tuple(fwAD.unpack_dual(o).tangent for o in _outs(out))
+            return tuple(fwAD.unpack_dual(o).tangent for o in outs(out))
 
     fast = dual(on(backend, tensors), [tensors[i] for i in at])
     low, exact = _reference_pair(on, tensors, at, dual)
-    _check(fast, low, exact, "tangent", _dtype(backend))
+    _check(fast, low, exact, "tangent", dtype_of(backend))
 
 
 def _cotangents(case, tensors):
     with fastwin.set_backend("reference"):
-        return [torch.randn_like(o) for o in _outs(case.fn(*tensors))]
+        return [torch.randn_like(o) for o in outs(case.fn(*tensors))]
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
@@ -126,13 +84,13 @@ def test_func_grad(case, backend, device):
 
     def grad(f, primals):
         def loss(*xs):
-            return sum((o * c.to(o)).sum() for o, c in zip(_outs(f(*xs)), cot))
+            return sum((o * c.to(o)).sum() for o, c in zip(outs(f(*xs)), cot))
 
         return torch.func.grad(loss, argnums=tuple(range(len(primals))))(*primals)
 
     fast = grad(on(backend, tensors), [tensors[i] for i in at])
     low, exact = _reference_pair(on, tensors, at, grad)
-    _check(fast, low, exact, "gradient", _dtype(backend))
+    _check(fast, low, exact, "gradient", dtype_of(backend))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
@@ -141,11 +99,11 @@ def test_jacrev(case, backend, device):
     tensors, at, on = _setup(case, backend, device)
 
     def jac(f, primals):  # d (first output) / d (first differentiable input)
-        return torch.func.jacrev(lambda x, *rest: _outs(f(x, *rest))[0])(*primals)
+        return torch.func.jacrev(lambda x, *rest: outs(f(x, *rest))[0])(*primals)
 
     fast = jac(on(backend, tensors), [tensors[i] for i in at])
     low, exact = _reference_pair(on, tensors, at, jac)
-    _check(fast, low, exact, "jacobian", _dtype(backend))
+    _check(fast, low, exact, "jacobian", dtype_of(backend))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
@@ -159,5 +117,5 @@ def test_vmap(case, backend, device):
     rest = [tensors[i] for i in at[1:]]
     got = torch.func.vmap(lambda x: f(x, *rest))(batch)
     for b in range(2):
-        for g, want in zip(_outs(got), _outs(f(batch[b], *rest))):
+        for g, want in zip(outs(got), outs(f(batch[b], *rest))):
             torch.testing.assert_close(g[b], want, rtol=1e-6, atol=1e-6)
