@@ -16,6 +16,8 @@ from fastwin.models.swin import SwinTransformer
 from fastwin.models.uniformer import UniFormer
 from tiny_cases import CASES, inputs_or_skip, on, outs
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: thread hand-offs cost more than the work
+
 # (backend, device, autocast dtype): CPU bf16 here; the CUDA rows run where there is a GPU
 BACKENDS = (("reference", "cpu", torch.bfloat16), ("cpp", "cpu", torch.bfloat16), ("triton", "cpu", torch.bfloat16),
             ("reference", "cuda", torch.float16), ("cuda", "cuda", torch.float16), ("triton", "cuda", torch.float16))
@@ -65,7 +67,7 @@ MODELS = {"swin": (_tiny_swin, (2, 3, 44, 40)), "uniformer": (_tiny_uniformer, (
 
 @pytest.mark.parametrize("device,dtype", [("cpu", torch.bfloat16), ("cuda", torch.float16)], ids=_ids)
 @pytest.mark.parametrize("name", MODELS)
-def test_model_under_autocast(name, device, dtype, one_thread):
+def test_model_under_autocast(name, device, dtype):
     """The auto backend's model under autocast vs the fp32 model: within 2x the reference backend's
     model under autocast (the unfused ops' precision) plus the dtype's floor."""
     if device == "cuda" and not torch.cuda.is_available():

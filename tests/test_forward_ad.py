@@ -15,6 +15,8 @@ import fastwin
 from fastwin import testing
 from tiny_cases import BACKENDS, CASES, differentiable, dtype_of, inputs_or_skip, on, outs
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: thread hand-offs cost more than the work
+
 
 def _setup(case, backend, device):
     tensors = inputs_or_skip(case, backend, device)

@@ -10,6 +10,8 @@ import torch
 from fastwin import ops
 from tiny_cases import BACKENDS, CASES, inputs_or_skip, on, outs
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: thread hand-offs cost more than the work
+
 
 def _set(tensors, i, index, value):
     t = tensors[i].detach().clone()
