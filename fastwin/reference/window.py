@@ -105,25 +105,28 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: Optiona
     CPU kernel has no forward-mode (`torch.func.jvp`) or double derivative and returns a zero row where
     a NaN in q, k or the bias should give NaN (SPEC §6: NaN reaches every output it affects). A row
     whose logits are all -inf (a mask that masks every key) gives zeros and zero gradients, as SDPA's.
-    The softmax runs in float32 for float16/bfloat16 inputs, as the fused kernels accumulate.
+    float16/bfloat16 inputs are computed in float32 and rounded once, as the fused kernels (and SDPA's
+    math path) do.
 
     Args:
         q, k, v: [B, heads, N, d]; attn_bias: broadcastable to [B, heads, N, N], in q's dtype, or None.
     """
+    dtype = q.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # in fp32, rounded once at the end (as SDPA's math path)
+        q, k, v = q.float(), k.float(), v.float()
+        attn_bias = None if attn_bias is None else attn_bias.float()
     logits = (q * scale) @ k.transpose(-2, -1)  # [B, heads, N, N]
     if attn_bias is not None:
         logits = logits + attn_bias
     # every logit -inf (a mask, or an infinite input): zeros, as the kernels give; NaN is not -inf
-    low = q.dtype in (torch.float16, torch.bfloat16)
     if logits.shape[-1]:  # (amax needs a key)
         dead = logits.amax(-1, keepdim=True) == float("-inf")
-        logits = logits.masked_fill(dead, 0.0)  # the softmax of an all -inf row would be 0/0
-        p = torch.softmax(logits, -1, dtype=torch.float32 if low else None).to(v.dtype).masked_fill(dead, 0.0)
+        p = torch.softmax(logits.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0)  # not 0/0 for a dead row
     else:
-        p = logits.to(v.dtype)
+        p = logits
     if dropout_p > 0:
         p = F.dropout(p, dropout_p)
-    return merge_heads(p @ v)
+    return merge_heads((p @ v).to(dtype))
 
 
 def merge_heads(out: torch.Tensor) -> torch.Tensor:
