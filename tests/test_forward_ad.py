@@ -43,46 +43,35 @@ def _reference_pair(f_of, tensors, at, transform):
     return low, exact
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_jvp(case, backend, device):
+def _against_reference(case, backend, device, make_transform, what):
+    """make_transform(case, inputs, differentiable positions) -> transform(f, primals); the transform of the
+    op on `backend` against the reference's (same dtype and fp64), within the tolerance rule."""
     tensors, at, on = _setup(case, backend, device)
+    transform = make_transform(case, tensors, at)
+    fast = transform(on(backend, tensors), [tensors[i] for i in at])
+    low, exact = _reference_pair(on, tensors, at, transform)
+    _check(fast, low, exact, what, dtype_of(backend))
+
+
+def _jvp(case, tensors, at):
     tangents = [torch.randn_like(tensors[i]) for i in at]
-
-    def jvp(f, primals):
-        return torch.func.jvp(f, tuple(primals), tuple(t.to(p.dtype) for t, p in zip(tangents, primals)))[1]
-
-    fast = jvp(on(backend, tensors), [tensors[i] for i in at])
-    low, exact = _reference_pair(on, tensors, at, jvp)
-    _check(fast, low, exact, "tangent", dtype_of(backend))
+    return lambda f, primals: torch.func.jvp(f, tuple(primals), tuple(t.to(p) for t, p in zip(tangents, primals)))[1]
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_forward_ad_dual_tensors(case, backend, device):
-    tensors, at, on = _setup(case, backend, device)
+def _dual(case, tensors, at):
     tangents = [torch.randn_like(tensors[i]) for i in at]
 
     def dual(f, primals):
         with fwAD.dual_level():
-            out = f(*[fwAD.make_dual(p, t.to(p.dtype)) for p, t in zip(primals, tangents)])
+            out = f(*[fwAD.make_dual(p, t.to(p)) for p, t in zip(primals, tangents)])
             return tuple(fwAD.unpack_dual(o).tangent for o in outs(out))
 
-    fast = dual(on(backend, tensors), [tensors[i] for i in at])
-    low, exact = _reference_pair(on, tensors, at, dual)
-    _check(fast, low, exact, "tangent", dtype_of(backend))
+    return dual
 
 
-def _cotangents(case, tensors):
+def _grad(case, tensors, at):
     with fastwin.set_backend("reference"):
-        return [torch.randn_like(o) for o in outs(case.fn(*tensors))]
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_func_grad(case, backend, device):
-    tensors, at, on = _setup(case, backend, device)
-    cot = _cotangents(case, tensors)
+        cot = [torch.randn_like(o) for o in outs(case.fn(*tensors))]
 
     def grad(f, primals):
         def loss(*xs):
@@ -90,22 +79,20 @@ def test_func_grad(case, backend, device):
 
         return torch.func.grad(loss, argnums=tuple(range(len(primals))))(*primals)
 
-    fast = grad(on(backend, tensors), [tensors[i] for i in at])
-    low, exact = _reference_pair(on, tensors, at, grad)
-    _check(fast, low, exact, "gradient", dtype_of(backend))
+    return grad
 
 
+def _jacrev(case, tensors, at):  # d (first output) / d (first differentiable input)
+    return lambda f, primals: torch.func.jacrev(lambda x, *rest: outs(f(x, *rest))[0])(*primals)
+
+
+@pytest.mark.parametrize("transform", ["jvp", "forward_ad dual tensors", "torch.func.grad", "jacrev"])
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_jacrev(case, backend, device):
-    tensors, at, on = _setup(case, backend, device)
-
-    def jac(f, primals):  # d (first output) / d (first differentiable input)
-        return torch.func.jacrev(lambda x, *rest: outs(f(x, *rest))[0])(*primals)
-
-    fast = jac(on(backend, tensors), [tensors[i] for i in at])
-    low, exact = _reference_pair(on, tensors, at, jac)
-    _check(fast, low, exact, "jacobian", dtype_of(backend))
+def test_transform_matches_the_reference(case, backend, device, transform):
+    make, what = {"jvp": (_jvp, "tangent"), "forward_ad dual tensors": (_dual, "tangent"),
+                  "torch.func.grad": (_grad, "gradient"), "jacrev": (_jacrev, "jacobian")}[transform]
+    _against_reference(case, backend, device, make, what)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=lambda v: v)
