@@ -220,6 +220,25 @@ def test_fully_masked_row(emu, dtype):
     assert all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("mode", ["auto", "resident"])
+@pytest.mark.parametrize("dtype", LOWP + [torch.float32], ids=str)
+def test_nan_query_gives_a_nan_row(emu, plan, dtype, mode):
+    """One NaN in a query: its row (that head) is NaN with a NaN lse, not the zeros and +inf lse of a
+    fully masked row (issue 22 item 2); every other row stays finite."""
+    plan(mode)
+    heads, d, w = 2, 32, 7
+    N = w * w
+    qkv = torch.randn(2, N, 3 * heads * d).to(dtype)
+    qkv[0, 5, 3] = float("nan")  # q of token 5, head 0, window 0
+    table = torch.randn((2 * w - 1) ** 2, heads).to(dtype)
+    out, lse = emu.window_attention_fwd(qkv, table, None, heads, [w, w], d ** -0.5)
+    out = out.view(2, N, heads, d)
+    assert out[0, 5, 0].isnan().all() and lse.view(2, heads, N)[0, 0, 5].isnan()
+    finite = torch.ones(out.shape, dtype=torch.bool)
+    finite[0, 5, 0] = False
+    assert torch.isfinite(out[finite]).all()
+
+
 def test_backward_is_deterministic(emu, plan):
     plan("auto", per_slot=2)
     B, H, W, w, s, heads, d = 2, 10, 13, 7, 3, 2, 32

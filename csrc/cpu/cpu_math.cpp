@@ -100,12 +100,19 @@ __attribute__((always_inline)) inline vf fast_expf(vf x) {
 
 __attribute__((always_inline)) inline double exp_of(double x) { return std::exp(x); }
 
-// Horizontal max / sum of 16 lanes by a shuffle tree (GCC 12 has no generic reduce builtin).
+// The larger of a and b, or NaN if either is NaN: a NaN logit must make its row NaN (SPEC §6), not be
+// skipped by the row max (a plain `a > b ? a : b` drops it, and a row of NaN logits would then look
+// fully masked and give zeros).
+__attribute__((always_inline)) inline vf max_nan(vf a, vf b) { return ((a > b) | (a != a)) ? a : b; }
+__attribute__((always_inline)) inline float max_nan(float a, float b) { return (a > b || a != a) ? a : b; }
+__attribute__((always_inline)) inline double max_nan(double a, double b) { return (a > b || a != a) ? a : b; }
+
+// Horizontal max (NaN-propagating) / sum of 16 lanes by a shuffle tree (GCC 12 has no generic reduce builtin).
 __attribute__((always_inline)) inline float hmax(vf v) {
-  v = v > __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}) ? v : __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
-  v = v > __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}) ? v : __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
-  v = v > __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}) ? v : __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
-  return v[0] > v[1] ? v[0] : v[1];
+  v = max_nan(v, __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+  v = max_nan(v, __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
+  v = max_nan(v, __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
+  return max_nan(v[0], v[1]);
 }
 __attribute__((always_inline)) inline float hsum(vf v) {
   v += __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
@@ -132,7 +139,7 @@ __attribute__((always_inline)) inline void softmax_impl(float* S, int64_t rows, 
     for (int64_t v = 0; v < nv; ++v) {
       vf x = loadu<vf>(s + 16 * v);
       if (v == nv - 1) x = tail ? x : ninf;
-      mv = x > mv ? x : mv;
+      mv = max_nan(x, mv);
     }
     const float m = hmax(mv);
     if (m == -std::numeric_limits<float>::infinity()) {  // every logit -inf: P = 0 (see cpu_math.h)
@@ -165,7 +172,7 @@ __attribute__((always_inline)) inline void exp_rows_impl(float* S, int64_t rows,
     for (int64_t v = 0; v < nv; ++v) {
       vf x = loadu<vf>(s + 16 * v);
       if (v == nv - 1) x = tail ? x : ninf;
-      mv = x > mv ? x : mv;
+      mv = max_nan(x, mv);
     }
     const float m = hmax(mv);
     if (lse[r] == std::numeric_limits<float>::infinity() || m == -std::numeric_limits<float>::infinity()) {
@@ -185,7 +192,7 @@ __attribute__((always_inline)) inline void softmax_impl(double* S, int64_t rows,
   for (int64_t r = 0; r < rows; ++r) {
     double* s = S + r * ld;
     double m = -std::numeric_limits<double>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+    for (int64_t j = 0; j < n; ++j) m = max_nan(s[j], m);
     if (m == -std::numeric_limits<double>::infinity()) {
       for (int64_t j = 0; j < ld; ++j) s[j] = 0;
       if (lse) lse[r] = std::numeric_limits<double>::infinity();
@@ -204,7 +211,7 @@ __attribute__((always_inline)) inline void exp_rows_impl(double* S, int64_t rows
   for (int64_t r = 0; r < rows; ++r) {
     double* s = S + r * ld;
     double m = -std::numeric_limits<double>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+    for (int64_t j = 0; j < n; ++j) m = max_nan(s[j], m);
     const bool masked = lse[r] == std::numeric_limits<double>::infinity() || m == -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j < n; ++j) s[j] = masked ? 0.0 : exp_of((s[j] - m) - lse[r]);
     for (int64_t j = n; j < ld; ++j) s[j] = 0;

@@ -31,6 +31,8 @@ void mm(int64_t M, int64_t N, int64_t K, const double* A, int64_t sAm, int64_t s
 // Columns n..ld are zeroed so that a padded P can feed `mm` directly. A row whose logits are all
 // -inf (an additive mask that masks every key) gets P = 0, hence output 0 and zero gradients, as
 // torch's SDPA gives; its lse is +inf (flash-attention's convention), so exp_rows recomputes P = 0.
+// A NaN logit makes the row max, P, the output row and lse NaN (NaN propagates; it is never taken
+// for a masked row).
 void softmax_rows(float* S, int64_t rows, int64_t n, int64_t ld, float* lse);
 void softmax_rows(double* S, int64_t rows, int64_t n, int64_t ld, double* lse);
 

@@ -206,10 +206,10 @@ __global__ void __launch_bounds__(kThreads, 2) attn_fwd_kernel(const AttnLaunch 
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int qi_local = warp * kRowsPerWarp + r, qi = q0 + qi_local;
       if (qi >= p.N) continue;
-      if (lane == 0) a.lse[(g * p.heads + h) * int64_t(p.N) + qi] = l[r] > 0.f ? m[r] + logf(l[r]) : INFINITY;
+      if (lane == 0) a.lse[(g * p.heads + h) * int64_t(p.N) + qi] = l[r] == 0.f ? INFINITY : m[r] + logf(l[r]);
       const int64_t row = s.q_row[qi_local];
       if (row < 0) continue;  // padded token: cropped away
-      const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+      const float inv = l[r] == 0.f ? 0.f : 1.f / l[r];  // a NaN sum (NaN logit) stays NaN
       #pragma unroll
       for (int e = 0; e < DPL; ++e) {
         const int c = lane + 32 * e;

@@ -77,14 +77,14 @@ __device__ __forceinline__ void fwd_finish(const KArgs& a, FwdState<D>& st, int6
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float l = quad_sum(st.l[r]);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const float inv = l == 0.f ? 0.f : 1.f / l;  // only an all -inf row has l = 0; a NaN l stays NaN
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) {
       st.o[j][2 * r] *= inv;
       st.o[j][2 * r + 1] *= inv;
     }
     const int n = q0 + frag::mma_c(lane, 2 * r).row;
-    if (frag::tid_in_group(lane) == 0 && n < a.p.N) a.lse[gh * a.p.N + n] = l > 0.f ? st.m[r] + __log2f(l) : INFINITY;
+    if (frag::tid_in_group(lane) == 0 && n < a.p.N) a.lse[gh * a.p.N + n] = l == 0.f ? INFINITY : st.m[r] + __log2f(l);
   }
   write_tile<T, D>(a, st.o, 1.f, stage, ri, static_cast<T*>(a.out), a.C, int64_t(h) * a.p.d, 0, lane);
 }

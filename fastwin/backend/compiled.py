@@ -12,6 +12,7 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
+from . import library
 from .cosine import cosine_as_dot
 
 
@@ -30,40 +31,41 @@ def make_impls(namespace: str, fused_layernorm_channels: Optional[int] = None,
             None when it has no such op (the conv op followed by torch's LayerNorm runs instead).
         with_linear_gelu: the namespace has `linear_gelu_fwd`.
     """
-    ops = getattr(torch.ops, namespace)
+    run = library.forward(namespace)  # differentiable under torch.func transforms and forward mode too
 
     def shifted_window_attention(qkv, num_heads, window_size, shift_size, table, qkv_bias, scale, pad_order,
                                  dropout_p, logit_scale=None):
         if logit_scale is not None:
             qkv, qkv_bias = cosine_as_dot(qkv, qkv_bias, num_heads, logit_scale)
             scale = 1.0
-        return ops.shifted_window_attention_fwd(qkv, table, qkv_bias, num_heads, list(window_size), list(shift_size),
-                                                scale, pad_order == "pad_roll")[0]
+        return run("shifted_window_attention", qkv, table, qkv_bias, num_heads, list(window_size),
+                   list(shift_size), scale, pad_order == "pad_roll")[0]
 
     def window_attention(qkv, num_heads, window_size, table, mask, scale, dropout_p, logit_scale=None):
         if logit_scale is not None:
             qkv, _ = cosine_as_dot(qkv, None, num_heads, logit_scale)
             scale = 1.0
-        return ops.window_attention_fwd(qkv, table, mask, num_heads, list(window_size), scale)[0]
+        return run("window_attention", qkv, table, mask, num_heads, list(window_size), scale)[0]
 
     def attention(qkv, num_heads, scale, dropout_p):
-        return ops.attention_fwd(qkv, num_heads, scale)[0]
+        return run("attention", qkv, num_heads, scale)[0]
 
     def dwconv2d(x, weight, bias, residual, layout):
-        return ops.dwconv2d_fwd(x, weight, bias, residual, layout)
+        return run("dwconv2d", x, weight, bias, residual, layout)
 
     def dwconv_layernorm(x, weight, bias, ln_weight, ln_bias, eps, layout):
         channels = x.shape[1] if layout == "NCHW" else x.shape[3]
         if fused_layernorm_channels is not None and channels <= fused_layernorm_channels:
-            tokens, normed, _, _ = ops.dwconv_layernorm_fwd(x, weight, bias, ln_weight, ln_bias, eps, layout)
+            tokens, normed, _, _ = run("dwconv_layernorm", x, weight, bias, ln_weight, ln_bias, eps, layout)
             return tokens, normed
         tokens = _tokens(dwconv2d(x, weight, bias, True, layout), layout)
         return tokens, F.layer_norm(tokens, (channels,), ln_weight, ln_bias, eps)
 
     def linear_gelu(x, weight, bias, approximate):
-        # the pre-activation is kept for the backward only when autograd will ask for it
-        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-        return ops.linear_gelu_fwd(x, weight, bias, approximate, save)[0]
+        # the pre-activation is kept for the backward only when autograd (or a transform) may ask for it
+        save = library.transforming() or (
+            torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)))
+        return run("linear_gelu", x, weight, bias, approximate, save)[0]
 
     impls = {
         "shifted_window_attention": shifted_window_attention,

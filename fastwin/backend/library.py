@@ -17,6 +17,13 @@ Double backward (`create_graph=True`: gradient penalties, Hessian-vector product
 differentiating the reference implementation (`SPECS[op].reference`) on the saved inputs, so it is
 exact on every backend; the `_bwd` ops themselves raise a clear error if something differentiates
 through them directly (never silent zeros).
+
+Forward mode and `torch.func` transforms (`jvp`, `grad`, `jacrev`, `vmap`, `torch.autograd.forward_ad`)
+cannot go through a `torch.library` autograd registration (it has no jvp rule, so forward mode would
+give no tangent, and functorch rejects its generated autograd.Function). `forward(namespace)` therefore
+runs an op through a `torch.autograd.Function` built from the same table (`setup_context`, the same
+backward, a jvp rule that differentiates the reference in forward mode, a generated vmap rule) whenever
+such a transform is active, and calls the op directly otherwise (inference, plain autograd, torch.compile).
 """
 from __future__ import annotations
 
@@ -24,11 +31,11 @@ import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+import torch.autograd.forward_ad as fwAD
 
 from .. import reference as ref
 
-__all__ = ["OpSpec", "SPECS", "register_autograd"]
+__all__ = ["OpSpec", "SPECS", "forward", "register_autograd", "transforming"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +97,27 @@ def _has_op(namespace: str, name: str) -> bool:
         return False
 
 
+def _reference_on(spec: OpSpec, inputs, attrs, at):
+    """f(*moving): the reference's differentiable outputs with inputs[at] replaced by `moving`."""
+    def reference(*moving):
+        full = list(inputs)
+        for i, x in zip(at, moving):
+            full[i] = x
+        return spec.reference(*full, *attrs)
+
+    return reference
+
+
 def _reference_grads(spec: OpSpec, inputs, attrs, grads, needs):
-    """Differentiable gradients (create_graph=True) from the reference implementation."""
-    wanted = [inputs[spec.index(n)] for n, need in zip(spec.differentiable, needs) if need]
-    # SDPA's fused CPU/GPU kernels have no double backward; its math path is plain differentiable ops
-    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-        outs = spec.reference(*inputs, *attrs)
-        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
-        got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True,
-                                       allow_unused=True))
+    """Differentiable gradients (create_graph=True) from the reference implementation.
+
+    `torch.func.vjp` rather than `torch.autograd.grad`: it composes with the torch.func transforms
+    that may be running this backward (jacrev vmaps it over batched cotangents).
+    """
+    at = [spec.index(n) for n, need in zip(spec.differentiable, needs) if need]
+    with torch.enable_grad():
+        outs, vjp = torch.func.vjp(_reference_on(spec, inputs, attrs, at), *[inputs[i] for i in at])
+        got = iter(vjp(tuple(torch.zeros_like(o) if g is None else g for o, g in zip(outs, grads))))
     return [next(got) if need else None for need in needs]
 
 
@@ -134,6 +153,74 @@ def _make_autograd(spec: OpSpec, bwd: Callable):
         return tuple(out)
 
     return setup_context, backward
+
+
+def _reference_jvp(spec: OpSpec, inputs, attrs, tangents):
+    """Tangents of the differentiable outputs: the reference differentiated in forward mode."""
+    at = [i for i, (x, t) in enumerate(zip(inputs, tangents)) if x is not None and t is not None]
+    reference = _reference_on(spec, inputs, attrs, at)
+    primals, tangents = tuple(inputs[i] for i in at), tuple(tangents[i] for i in at)
+    if not at:
+        return tuple(torch.zeros_like(o) for o in spec.reference(*inputs, *attrs))
+    if fwAD._current_level < 0:
+        return torch.func.jvp(reference, primals, tangents)[1]
+    # inside `torch.autograd.forward_ad`, which cannot nest: J t as the vjp of the (linear) vjp map
+    outs, vjp = torch.func.vjp(reference, *primals)
+    _, vjp_of_vjp = torch.func.vjp(vjp, tuple(torch.zeros_like(o) for o in outs))
+    return vjp_of_vjp(tangents)[0]
+
+
+def _make_function(spec: OpSpec, fwd: Callable, bwd: Callable) -> type:
+    """The op as a `torch.autograd.Function` that torch.func transforms and forward mode accept."""
+    n_in = len(spec.inputs)
+    setup_backward, backward = _make_autograd(spec, bwd)
+
+    def forward(*args):
+        return fwd(*args)
+
+    def setup_context(ctx, inputs, output):
+        setup_backward(ctx, inputs, output)
+        ctx.save_for_forward(*inputs[:n_in])
+        ctx.results = len(output) if isinstance(output, tuple) else 0  # 0: a single tensor
+
+    def jvp(ctx, *tangents):
+        outs = _reference_jvp(spec, ctx.saved_tensors[:n_in], ctx.attrs, tangents[:n_in])
+        if not ctx.results:
+            return outs[0]
+        return (*outs, *[None] * (ctx.results - spec.outputs))  # statistics: not differentiable
+
+    return type(f"{spec.name}_function", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward), "jvp": staticmethod(jvp), "generate_vmap_rule": True})
+
+
+def transforming() -> bool:
+    """A torch.func transform (grad, jvp, vmap, ...) or a `torch.autograd.forward_ad` level is active
+    (never while torch.compile traces: it takes the ops' registered autograd)."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.peek_interpreter_stack() is not None or fwAD._current_level >= 0
+
+
+def forward(namespace: str) -> Callable:
+    """`run(op, *args)`: `torch.ops.<namespace>.<op>_fwd(*args)`, differentiable under every transform.
+
+    Under a torch.func transform or forward-mode AD the call goes through the op's autograd.Function
+    (see the module docstring); otherwise it calls the op directly, whose autograd is the
+    `register_autograd` registration of the same backward.
+    """
+    ops = getattr(torch.ops, namespace)
+    functions: Dict[str, type] = {}
+
+    def run(op: str, *args):
+        fwd = getattr(ops, f"{op}_fwd")
+        if not transforming():
+            return fwd(*args)
+        if op not in functions:
+            functions[op] = _make_function(SPECS[op], fwd, getattr(ops, f"{op}_bwd"))
+        return functions[op].apply(*args)
+
+    return run
 
 
 def _refuse_double_backward(qualname: str):

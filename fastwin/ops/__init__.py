@@ -8,6 +8,12 @@ without running anything; `fastwin.dispatch.choose`-style questions go through `
 
 Masks follow the reference: an additive mask row that is entirely `-inf` (a query that may attend
 to nothing) gives an output row of zeros and zero gradients on every backend.
+
+Autocast: every op is matmul or convolution work, which `torch.autocast` runs in its lower precision
+(Linear, conv2d and SDPA are on its lower-precision lists on CPU and CUDA). So while autocast is on
+for the inputs' device, an op casts its floating inputs (not float64, as autocast) to the autocast
+dtype before validating them, and runs with autocast off, so that every backend, the reference
+included, computes in that one dtype (the kernels accumulate in fp32) and returns it.
 """
 from __future__ import annotations
 
@@ -39,6 +45,32 @@ def bound(fn: Callable) -> Callable:
     return dispatch.bind(fn)
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return False
+
+
+def _autocast(*args):
+    """args with floating tensors in the autocast dtype while autocast is on for their device (see the
+    module docstring); anything else (None, float64, integer tensors, non-tensors) unchanged."""
+    first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    if first is None or not _autocast_on(first.device.type):
+        return args
+    dtype = torch.get_autocast_dtype(first.device.type)
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != torch.float64
+                 and a.device == first.device else a for a in args)
+
+
+def _run(call, backend, args):
+    """dispatch.run, with autocast off while it is on for the call's device (the inputs are cast)."""
+    if _autocast_on(call.device_type):
+        with torch.autocast(call.device_type, enabled=False):
+            return dispatch.run(call, backend, *args)
+    return dispatch.run(call, backend, *args)
+
+
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -59,6 +91,7 @@ def _logit_scale(t, qkv: torch.Tensor, num_heads: int) -> Optional[torch.Tensor]
 
 def _shifted_window_attention(qkv, num_heads, window_size, shift_size=0, rel_pos_bias_table=None, qkv_bias=None,
                               scale=None, pad_order="roll_pad", dropout_p=0.0, logit_scale=None):
+    qkv, rel_pos_bias_table, qkv_bias, logit_scale = _autocast(qkv, rel_pos_bias_table, qkv_bias, logit_scale)
     checks.tensor("qkv", qkv, 4, "[B, H, W, 3 * heads * d]")
     d = checks.heads_and_dim("qkv", qkv.shape[-1], num_heads, qkv.shape)
     window = checks.pair("window_size", window_size)
@@ -122,11 +155,12 @@ def shifted_window_attention(
     """
     call, args = _shifted_window_attention(qkv, num_heads, window_size, shift_size, rel_pos_bias_table, qkv_bias,
                                            scale, pad_order, dropout_p, logit_scale)
-    return dispatch.run(call, backend, *args)
+    return _run(call, backend, args)
 
 
 def _window_attention(qkv, num_heads, window_size, rel_pos_bias_table=None, mask=None, scale=None, dropout_p=0.0,
                       logit_scale=None):
+    qkv, rel_pos_bias_table, mask, logit_scale = _autocast(qkv, rel_pos_bias_table, mask, logit_scale)
     checks.tensor("qkv", qkv, 3, "[B*nW, N, 3 * heads * d]")
     d = checks.heads_and_dim("qkv", qkv.shape[-1], num_heads, qkv.shape)
     window = checks.pair("window_size", window_size)
@@ -184,10 +218,11 @@ def window_attention(
     """
     call, args = _window_attention(qkv, num_heads, window_size, rel_pos_bias_table, mask, scale, dropout_p,
                                    logit_scale)
-    return dispatch.run(call, backend, *args)
+    return _run(call, backend, args)
 
 
 def _attention(qkv, num_heads, scale=None, dropout_p=0.0):
+    qkv, = _autocast(qkv)
     checks.tensor("qkv", qkv, 3, "[B, N, 3 * heads * d]")
     d = checks.heads_and_dim("qkv", qkv.shape[-1], num_heads, qkv.shape)
     scale = checks.scale(scale, d, qkv.dtype)
@@ -212,7 +247,7 @@ def attention(qkv: torch.Tensor, num_heads: int, scale: Optional[float] = None, 
         [B, N, heads * d].
     """
     call, args = _attention(qkv, num_heads, scale, dropout_p)
-    return dispatch.run(call, backend, *args)
+    return _run(call, backend, args)
 
 
 # -------------------------------------------------------------------------------------- depthwise conv
@@ -239,13 +274,21 @@ def _check_dwconv(x, weight, bias, layout) -> int:
     return channels
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    try:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    except RuntimeError:  # under torch.func.vmap memory formats cannot be queried: a hint only
+        return False
+
+
 def _conv_call(op, x, weight, bias, layout, channels, residual, *grad_inputs) -> dispatch.ConvCall:
-    channels_last = layout == "NHWC" or x.is_contiguous(memory_format=torch.channels_last)
+    channels_last = layout == "NHWC" or _channels_last(x)
     return dispatch.ConvCall(op, x.device.type, x.dtype, _needs_grad(x, weight, bias, *grad_inputs),
                              weight.shape[-1], channels, layout, channels_last, residual, bias is not None)
 
 
 def _dwconv2d(x, weight, bias=None, residual=False, layout="NCHW"):
+    x, weight, bias = _autocast(x, weight, bias)
     channels = _check_dwconv(x, weight, bias, layout)
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
@@ -269,10 +312,11 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         same shape and layout as `x`.
     """
     call, args = _dwconv2d(x, weight, bias, residual, layout)
-    return dispatch.run(call, backend, *args)
+    return _run(call, backend, args)
 
 
 def _dwconv_layernorm(x, weight, bias, ln_weight, ln_bias, eps=1e-6, layout="NCHW"):
+    x, weight, bias, ln_weight, ln_bias = _autocast(x, weight, bias, ln_weight, ln_bias)
     channels = _check_dwconv(x, weight, bias, layout)
     checks.optional_like("ln_weight", ln_weight, x, "x", (channels,))
     checks.optional_like("ln_bias", ln_bias, x, "x", (channels,))
@@ -306,7 +350,7 @@ def dwconv_layernorm(
         (tokens, normed), both [B, H*W, C]: the residual stream and its LayerNorm.
     """
     call, args = _dwconv_layernorm(x, weight, bias, ln_weight, ln_bias, eps, layout)
-    return dispatch.run(call, backend, *args)
+    return _run(call, backend, args)
 
 
 # ---------------------------------------------------------------------------------------------- MLP
@@ -315,6 +359,7 @@ _GELU_FORMS = ("none", "tanh")
 
 
 def _linear_gelu(x, weight, bias=None, approximate="none"):
+    x, weight, bias = _autocast(x, weight, bias)
     checks.tensor("x", x)
     if x.dim() < 1:
         raise ValueError(f"x must be [..., in_features], got shape {tuple(x.shape)}")
@@ -346,7 +391,7 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         [..., out_features].
     """
     call, args = _linear_gelu(x, weight, bias, approximate)
-    return dispatch.run(call, backend, *args)
+    return _run(call, backend, args)
 
 
 _DESCRIBERS: Dict[str, Callable] = {

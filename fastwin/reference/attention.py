@@ -4,9 +4,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-from .window import merge_heads
+from .window import attend
 
 
 def attention_ref(
@@ -23,5 +22,4 @@ def attention_ref(
     B, N, C3 = qkv.shape
     d = C3 // (3 * num_heads)
     q, k, v = qkv.view(B, N, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, N, d]
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=d ** -0.5 if scale is None else scale)
-    return merge_heads(out)  # [B, N, heads * d]
+    return attend(q, k, v, None, d ** -0.5 if scale is None else scale, dropout_p)  # [B, N, heads * d]

@@ -97,13 +97,36 @@ def shift_mask(
     return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill_(mask, MASK_VALUE)
 
 
-def _attend(q, k, v, attn_bias, scale, dropout_p):
-    """softmax((q * scale) @ k^T + attn_bias) @ v via 4-D SDPA: [B, heads, N, d] -> [B, N, heads * d].
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: Optional[torch.Tensor], scale: float,
+           dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax((q * scale) @ k^T + attn_bias) @ v: [B, heads, N, d] -> [B, N, heads * d].
 
-    4-D only: the default ONNX exporter translates `scaled_dot_product_attention` for 4-D q/k/v only.
+    Written out with plain differentiable ops instead of `F.scaled_dot_product_attention`, whose fused
+    CPU kernel has no forward-mode (`torch.func.jvp`) or double derivative and returns a zero row where
+    a NaN in q, k or the bias should give NaN (SPEC §6: NaN reaches every output it affects). A row
+    whose logits are all -inf (a mask that masks every key) gives zeros and zero gradients, as SDPA's.
+    float16/bfloat16 inputs are computed in float32 and rounded once, as the fused kernels (and SDPA's
+    math path) do.
+
+    Args:
+        q, k, v: [B, heads, N, d]; attn_bias: broadcastable to [B, heads, N, N], in q's dtype, or None.
     """
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
-    return merge_heads(out)
+    dtype = q.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # in fp32, rounded once at the end (as SDPA's math path)
+        q, k, v = q.float(), k.float(), v.float()
+        attn_bias = None if attn_bias is None else attn_bias.float()
+    logits = (q * scale) @ k.transpose(-2, -1)  # [B, heads, N, N]
+    if attn_bias is not None:
+        logits = logits + attn_bias
+    # every logit -inf (a mask, or an infinite input): zeros, as the kernels give; NaN is not -inf
+    if logits.shape[-1]:  # (amax needs a key)
+        dead = logits.amax(-1, keepdim=True) == float("-inf")
+        p = torch.softmax(logits.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0)  # not 0/0 for a dead row
+    else:
+        p = logits
+    if dropout_p > 0:
+        p = F.dropout(p, dropout_p)
+    return merge_heads((p @ v).to(dtype))
 
 
 def merge_heads(out: torch.Tensor) -> torch.Tensor:
@@ -174,7 +197,7 @@ def window_attention_ref(
         m = mask.to(q.dtype)[:, None]  # [nW, 1, N, N]
         m = m if bias is None else m + bias  # [nW, heads or 1, N, N]
         bias = m.unsqueeze(0).expand(B_ // nW, nW, m.shape[1], N, N).reshape(B_, m.shape[1], N, N)
-    return _attend(q, k, v, bias, scale, dropout_p)  # [B_, N, heads * d]
+    return attend(q, k, v, bias, scale, dropout_p)  # [B_, N, heads * d]
 
 
 def _pad_with_bias(x: torch.Tensor, Hp: int, Wp: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -184,9 +207,9 @@ def _pad_with_bias(x: torch.Tensor, Hp: int, Wp: int, bias: Optional[torch.Tenso
         return x
     x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
     if bias is not None:
-        pad = torch.ones(Hp, Wp, 1, device=x.device, dtype=x.dtype)
-        pad[:H, :W] = 0
-        x = x + pad * bias.to(x.dtype)
+        pad = torch.ones(Hp, Wp, 1, device=x.device, dtype=torch.bool)
+        pad[:H, :W] = False
+        x = torch.where(pad, bias.to(x.dtype), x)  # not x + pad * bias: 0 * NaN would reach real tokens
     return x
 
 

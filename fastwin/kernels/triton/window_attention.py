@@ -212,13 +212,15 @@ def _pos(y, x, s_y, s_x, OFF64: tl.constexpr):
 
 
 @triton.jit
-def _load_tok(base, pos, real, ch, s_c, pad_bias, s_pb, d_ok, HAS_PAD: tl.constexpr, DPAD: tl.constexpr,
-              OFF64: tl.constexpr):
-    """Channels `ch` of the tokens at `pos` ([BLOCK, D_PAD]); padding tokens get pad_bias[ch] (or 0)."""
+def _load_tok(base, pos, real, in_window, ch, s_c, pad_bias, s_pb, d_ok, HAS_PAD: tl.constexpr,
+              DPAD: tl.constexpr, OFF64: tl.constexpr):
+    """Channels `ch` of the tokens at `pos` ([BLOCK, D_PAD]); padding tokens of the window get
+    pad_bias[ch] (or 0), rows beyond the window (`in_window` false) 0: a non-finite qkv_bias must not
+    reach windows without padding through those rows' zero probabilities (0 * NaN)."""
     t = tl.load(base + pos[:, None] + _chan(ch, s_c, OFF64)[None, :], mask=_rows_mask(real, d_ok, DPAD), other=0.0)
     if HAS_PAD:
         pb = tl.load(pad_bias + ch * s_pb, mask=d_ok, other=0.0)
-        t = tl.where(real[:, None], t, pb[None, :])
+        t = tl.where(real[:, None], t, tl.where(in_window[:, None], pb[None, :], 0.0))
     return t
 
 
@@ -229,8 +231,10 @@ def _kv(q_base, wy, wx, ty, tx, offs, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM, SH,
     """k and v tiles [BLOCK, D_PAD] of tokens `offs` of window (wy, wx), and the tokens' (y, x, real)."""
     y, x, real = _tokens(wy, wx, ty, tx, offs, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW, MAP, PADDED)
     pos = _pos(y, x, s_qy, s_qx, OFF64)
-    kt = _load_tok(q_base, pos, real, C + h * HEAD_DIM + dd, s_qc, pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
-    vt = _load_tok(q_base, pos, real, 2 * C + h * HEAD_DIM + dd, s_qc, pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
+    inside = offs < N
+    kt = _load_tok(q_base, pos, real, inside, C + h * HEAD_DIM + dd, s_qc, pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
+    vt = _load_tok(q_base, pos, real, inside, 2 * C + h * HEAD_DIM + dd, s_qc, pad_bias, s_pb, d_ok, HAS_PAD, DPAD,
+                   OFF64)
     return kt, vt, y, x, real
 
 
@@ -411,8 +415,8 @@ def _window_attention_fwd_kernel(
         yq, xq, q_real = _tokens(wy, wx, ty_m, tx_m, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW,
                                  MAP, PADDED)
         q_base = qkv + b * s_qb
-        q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, h * HEAD_DIM + dd, s_qc, pad_bias, s_pb,
-                      d_ok, HAS_PAD, DPAD, OFF64)
+        q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, offs_m < N, h * HEAD_DIM + dd, s_qc,
+                      pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
         if ONE_BLOCK:  # all keys in one block: plain softmax, no rescaling
             kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, ty_n0, tx_n0, offs_n0, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM,
                                          SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, HEAD_DIM, WH, WW, MAP,
@@ -503,8 +507,8 @@ def _window_attention_bwd_dq_kernel(
         yq, xq, q_real = _tokens(wy, wx, ty_m, tx_m, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW,
                                  MAP, PADDED)
         q_base = qkv + b * s_qb
-        q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, h * HEAD_DIM + dd, s_qc, pad_bias, s_pb,
-                      d_ok, HAS_PAD, DPAD, OFF64)
+        q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, offs_m < N, h * HEAD_DIM + dd, s_qc,
+                      pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
         # padding tokens' outputs are cropped away: their dO (and so dS and dq) is zero
         do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
                      + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD), other=0.0)
@@ -611,8 +615,8 @@ def _window_attention_bwd_dkdv_kernel(
             offs_m = start_m + offs_m0
             yq, xq, q_real = _tokens(wy, wx, offs_m // WW, offs_m % WW, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM,
                                      SH, SW, WH, WW, MAP, PADDED)
-            q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, h * HEAD_DIM + dd, s_qc, pad_bias, s_pb,
-                          d_ok, HAS_PAD, DPAD, OFF64)
+            q = _load_tok(q_base, _pos(yq, xq, s_qy, s_qx, OFF64), q_real, offs_m < N, h * HEAD_DIM + dd, s_qc,
+                          pad_bias, s_pb, d_ok, HAS_PAD, DPAD, OFF64)
             do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
                          + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD),
                          other=0.0)
