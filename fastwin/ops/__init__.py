@@ -27,7 +27,7 @@ from . import checks
 
 IntOrPair = Union[int, Tuple[int, int]]
 
-__all__ = ["PAD_ORDERS", "attention", "backend_name", "bound", "describe", "dwconv2d", "dwconv_layernorm",
+__all__ = ["PAD_ORDERS", "attention", "backend_name", "bound", "describe", "record", "dwconv2d", "dwconv_layernorm",
            "linear_gelu", "relative_position_index", "shift_mask", "shifted_window_attention", "window_attention"]
 
 
@@ -43,6 +43,13 @@ def bound(fn: Callable) -> Callable:
     """`fn` running with this thread's current backend choice wherever it is called (for checkpointed
     blocks, which autograd may recompute in its own threads); see `fastwin.dispatch.bind`."""
     return dispatch.bind(fn)
+
+
+def record():
+    """Context manager listing, in order, which backend ran each fastwin op in this thread (see
+    `fastwin.dispatch.record`); for layers above the dispatcher, e.g. swap rules that check that a
+    fused path really runs."""
+    return dispatch.record()
 
 
 def _autocast_on(device_type: str) -> bool:

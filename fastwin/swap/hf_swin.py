@@ -19,7 +19,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from .. import dispatch
+from .. import ops
 from ..ops import relative_position_index
 from .core import randomize_parameters_, register_planned_swap
 from .hf_swin_layers import V1_PROJ, V1_SPLIT, V2, FusedHFSwinLayer, Layout, fused_copy
@@ -230,7 +230,7 @@ def _plan(m: nn.Module, version: int) -> Union[nn.Module, str, None]:
     for H, W in ((ws + 3, 2 * ws + 1), (2 * ws, ws + 1)):  # larger than the window, padded in some dim
         x = torch.randn(2, H * W, C, generator=gen)
         try:
-            with torch.no_grad(), dispatch.record() as calls:
+            with torch.no_grad(), ops.record() as calls:
                 want, got = _first(twin(x, (H, W))), _first(cand(x, (H, W)))
         except Exception as exc:  # noqa: BLE001  (either refusing a probe input means: no match)
             return f"the probe failed ({type(exc).__name__}: {exc})"
