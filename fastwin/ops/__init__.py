@@ -22,7 +22,7 @@ from . import checks
 IntOrPair = Union[int, Tuple[int, int]]
 
 __all__ = ["PAD_ORDERS", "attention", "backend_name", "bound", "describe", "dwconv2d", "dwconv_layernorm",
-           "linear_gelu", "relative_position_index", "shift_mask", "shifted_window_attention", "window_attention"]
+           "conv1x1", "linear", "linear_gelu", "relative_position_index", "shift_mask", "shifted_window_attention", "window_attention"]
 
 
 def backend_name(name: Optional[str]) -> Optional[str]:
@@ -349,6 +349,81 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     return dispatch.run(call, backend, *args)
 
 
+def _linear(x, weight, bias=None, residual=None):
+    checks.tensor("x", x)
+    if x.dim() < 1:
+        raise ValueError(f"x must be [..., in_features], got shape {tuple(x.shape)}")
+    checks.tensor("weight", weight, 2, "[out_features, in_features]")
+    if weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"weight must have shape [out_features, {x.shape[-1]}] for x of shape {tuple(x.shape)}, "
+                         f"got {tuple(weight.shape)}")
+    checks.same_device("weight", weight, "x", x)
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
+    checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    checks.optional_like("residual", residual, x, "x", tuple(x.shape[:-1]) + (weight.shape[0],))
+    call = dispatch.LinearCall("linear", x.device.type, x.dtype, _needs_grad(x, weight, bias, residual),
+                               weight.shape[1], weight.shape[0], None, bias is not None, residual is not None)
+    return call, (x, weight, bias, residual)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+           residual: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """`[residual +] x @ weight^T + bias`: a projection and, optionally, the residual add after it.
+
+    On the cpp backend, fp32 inference (nothing requires grad, no autocast, no tracing) runs a
+    oneDNN GEMM on a prepacked weight with the add in its epilogue; otherwise the reference.
+
+    Args:
+        x: [..., in_features]; weight: [out_features, in_features]; bias: [out_features] or None.
+        residual: [..., out_features] (x's dtype) or None.
+        backend: run this call on this backend instead of the thread's choice.
+
+    Returns:
+        [..., out_features].
+    """
+    call, args = _linear(x, weight, bias, residual)
+    return dispatch.run(call, backend, *args)
+
+
+def _conv1x1(x, weight, bias=None, gelu=None, residual=None):
+    checks.tensor("x", x, 4, "[B, C, H, W]")
+    checks.tensor("weight", weight, 4, "[out_channels, in_channels, 1, 1]")
+    if weight.shape[1:] != (x.shape[1], 1, 1):
+        raise ValueError(f"weight must have shape [out_channels, {x.shape[1]}, 1, 1] for x of shape "
+                         f"{tuple(x.shape)}, got {tuple(weight.shape)}")
+    checks.same_device("weight", weight, "x", x)
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
+    checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    if gelu is not None and gelu not in _GELU_FORMS:
+        raise ValueError(f"gelu must be None or one of {_GELU_FORMS}, got {gelu!r}")
+    if gelu is not None and residual is not None:
+        raise ValueError("conv1x1 takes gelu or residual, not both")
+    checks.optional_like("residual", residual, x, "x", (x.shape[0], weight.shape[0]) + tuple(x.shape[2:]))
+    call = dispatch.LinearCall("conv1x1", x.device.type, x.dtype, _needs_grad(x, weight, bias, residual),
+                               weight.shape[1], weight.shape[0], gelu, bias is not None, residual is not None)
+    return call, (x, weight, bias, gelu, residual)
+
+
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, gelu: Optional[str] = None,
+            residual: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """`[residual +] act(conv2d(x, weight, bias))` for a 1x1 convolution on an NCHW map.
+
+    Args:
+        x: [B, in_channels, H, W]; weight: [out_channels, in_channels, 1, 1]; bias: [out_channels] or None.
+        gelu: None (no activation), or GELU after the conv in the form "none" (erf) or "tanh".
+        residual: [B, out_channels, H, W] (x's dtype) or None; not together with `gelu`.
+        backend: run this call on this backend instead of the thread's choice.
+
+    Returns:
+        [B, out_channels, H, W]. On the cpp backend fp32 inference runs oneDNN with a prepacked weight
+        and the activation or add in the conv's epilogue.
+    """
+    call, args = _conv1x1(x, weight, bias, gelu, residual)
+    return dispatch.run(call, backend, *args)
+
+
 _DESCRIBERS: Dict[str, Callable] = {
     "shifted_window_attention": _shifted_window_attention,
     "window_attention": _window_attention,
@@ -356,6 +431,8 @@ _DESCRIBERS: Dict[str, Callable] = {
     "dwconv2d": _dwconv2d,
     "dwconv_layernorm": _dwconv_layernorm,
     "linear_gelu": _linear_gelu,
+    "linear": _linear,
+    "conv1x1": _conv1x1,
 }
 
 
