@@ -36,13 +36,12 @@ TARGETS = {
         ("UniFormer-S inference vs reference", "uniformer_small b256 224px infer", "triton", "reference", 2.0),
         ("dwconv vs cuDNN channels-last", "uniformer_s-s1-pos fwd", "triton", "cudnn-channels_last", 1.5),
     ],
-    "cpu": [
-        ("Swin-T inference b8, cpp vs reference", "swin_tiny_patch4_window7_224 b8 224px infer", "cpp", "reference",
-         1.5),
-        ("Swin-T inference b8, cpp vs timm eager", "swin_tiny_patch4_window7_224 b8 224px infer", "cpp", "timm", 1.3),
-        ("UniFormer-S inference b8, auto vs reference", "uniformer_small b8 224px infer", "auto", "reference", 1.2),
-        ("UniFormer-S inference b8, cpp vs reference", "uniformer_small b8 224px infer", "cpp", "reference", 1.2),
-    ],
+    # SPEC §8 / issue #24: fastwin's default path (`auto`) against what a CPU user would otherwise deploy
+    "cpu": [(f"{label} inference b{b}, auto vs ONNX Runtime", f"{model} b{b} 224px infer", "auto", "onnxruntime", 1.0)
+            for label, model in (("Swin-T", "swin_tiny_patch4_window7_224"), ("UniFormer-S", "uniformer_small"))
+            for b in (1, 8)]
+    + [(f"Swin-T inference b{b}, auto vs timm eager", f"swin_tiny_patch4_window7_224 b{b} 224px infer", "auto", "timm",
+        1.3) for b in (1, 8)],
 }
 
 
@@ -122,7 +121,8 @@ def table(runs, which="gpu") -> str:
             lines.append(f"| {desc} | {_fmt(s)} | ≥ {need}× | {status} |")
         lines.append("")
         shown = {k: b for k, b in index.items() if which != "cpu" or "px " in k[0]}  # CPU: model rows only
-        bases = [b for b in ("reference", "reference+compile", "timm", "timm+compile", "flex", "cudnn-channels_last")
+        bases = [b for b in ("reference", "reference+compile", "timm", "timm+compile", "onnxruntime", "openvino", "flex",
+                             "cudnn-channels_last")
                  if any(k[1] == b for k in shown)]
         lines.append("| case | impl | median ms | rounds | " + " | ".join(f"vs {b}" for b in bases) + " |")
         lines.append("|---|---|---|---|" + "---|" * len(bases))

@@ -314,7 +314,21 @@ def dwconv_layernorm(
 _GELU_FORMS = ("none", "tanh")
 
 
-def _linear_gelu(x, weight, bias=None, approximate="none"):
+def _check_dtypes(x, named, autocast_casts: bool) -> None:
+    """Each (name, tensor, shape) in `named` (tensor may be None) has that shape, x's device and x's dtype;
+    with `autocast_casts` and autocast on x's device any float dtype passes (the op casts as F.linear does)."""
+    any_dtype = autocast_casts and torch.is_autocast_enabled(x.device.type)
+    for name, t, shape in named:
+        if not any_dtype:
+            checks.optional_like(name, t, x, "x", shape)
+        elif t is not None:
+            checks.tensor(name, t)
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+            checks.same_device(name, t, "x", x)
+
+
+def _check_linear(x, weight, bias, autocast_casts: bool = False) -> None:
     checks.tensor("x", x)
     if x.dim() < 1:
         raise ValueError(f"x must be [..., in_features], got shape {tuple(x.shape)}")
@@ -322,10 +336,11 @@ def _linear_gelu(x, weight, bias=None, approximate="none"):
     if weight.shape[1] != x.shape[-1]:
         raise ValueError(f"weight must have shape [out_features, {x.shape[-1]}] for x of shape {tuple(x.shape)}, "
                          f"got {tuple(weight.shape)}")
-    checks.same_device("weight", weight, "x", x)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
-    checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    _check_dtypes(x, (("weight", weight, tuple(weight.shape)), ("bias", bias, (weight.shape[0],))), autocast_casts)
+
+
+def _linear_gelu(x, weight, bias=None, approximate="none"):
+    _check_linear(x, weight, bias)
     if approximate not in _GELU_FORMS:
         raise ValueError(f"approximate must be one of {_GELU_FORMS}, got {approximate!r}")
     call = dispatch.LinearCall("linear_gelu", x.device.type, x.dtype, _needs_grad(x, weight, bias),
@@ -350,18 +365,8 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
 
 def _linear(x, weight, bias=None, residual=None):
-    checks.tensor("x", x)
-    if x.dim() < 1:
-        raise ValueError(f"x must be [..., in_features], got shape {tuple(x.shape)}")
-    checks.tensor("weight", weight, 2, "[out_features, in_features]")
-    if weight.shape[1] != x.shape[-1]:
-        raise ValueError(f"weight must have shape [out_features, {x.shape[-1]}] for x of shape {tuple(x.shape)}, "
-                         f"got {tuple(weight.shape)}")
-    checks.same_device("weight", weight, "x", x)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
-    checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
-    checks.optional_like("residual", residual, x, "x", tuple(x.shape[:-1]) + (weight.shape[0],))
+    _check_linear(x, weight, bias, autocast_casts=True)  # nn.Linear's job: it must cast under autocast as F.linear
+    _check_dtypes(x, (("residual", residual, tuple(x.shape[:-1]) + (weight.shape[0],)),), True)
     call = dispatch.LinearCall("linear", x.device.type, x.dtype, _needs_grad(x, weight, bias, residual),
                                weight.shape[1], weight.shape[0], None, bias is not None, residual is not None)
     return call, (x, weight, bias, residual)
@@ -392,15 +397,12 @@ def _conv1x1(x, weight, bias=None, gelu=None, residual=None):
     if weight.shape[1:] != (x.shape[1], 1, 1):
         raise ValueError(f"weight must have shape [out_channels, {x.shape[1]}, 1, 1] for x of shape "
                          f"{tuple(x.shape)}, got {tuple(weight.shape)}")
-    checks.same_device("weight", weight, "x", x)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
-    checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    _check_dtypes(x, (("weight", weight, tuple(weight.shape)), ("bias", bias, (weight.shape[0],))), True)
     if gelu is not None and gelu not in _GELU_FORMS:
         raise ValueError(f"gelu must be None or one of {_GELU_FORMS}, got {gelu!r}")
     if gelu is not None and residual is not None:
         raise ValueError("conv1x1 takes gelu or residual, not both")
-    checks.optional_like("residual", residual, x, "x", (x.shape[0], weight.shape[0]) + tuple(x.shape[2:]))
+    _check_dtypes(x, (("residual", residual, (x.shape[0], weight.shape[0]) + tuple(x.shape[2:])),), True)
     call = dispatch.LinearCall("conv1x1", x.device.type, x.dtype, _needs_grad(x, weight, bias, residual),
                                weight.shape[1], weight.shape[0], gelu, bias is not None, residual is not None)
     return call, (x, weight, bias, gelu, residual)
