@@ -165,3 +165,18 @@ def test_model_inference_matches_reference_after_load_state_dict_and_training(na
     opt.step()
     model.eval()
     _model_check(model, x)
+
+
+def test_forward_ad_and_vmap_take_the_reference():
+    import torch.autograd.forward_ad as fwAD
+
+    x, w, b, _ = (t.float() for t in _inputs((3, 5, 16), (8, 16), seed=6))
+    tangent = torch.randn_like(x)
+    with torch.no_grad(), fwAD.dual_level():
+        out = ops.linear(fwAD.make_dual(x, tangent), w, b, backend="cpp")
+        jvp = fwAD.unpack_dual(out).tangent
+    assert jvp is not None and torch.allclose(jvp, tangent @ w.T, atol=1e-5)
+    with torch.no_grad():
+        got = torch.func.vmap(lambda t: ops.linear(t, w, b, backend="cpp"))(x)
+    assert not _packed(w)
+    assert torch.allclose(got, torch.nn.functional.linear(x, w, b), atol=1e-6)

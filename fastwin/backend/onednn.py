@@ -54,11 +54,13 @@ def _plain(t: Optional[torch.Tensor]) -> bool:
 
 
 def _tracing_or_transformed() -> bool:
-    if torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+    # the private queries are read defensively: on a torch without them the answer is "maybe", so no
+    if torch.jit.is_tracing() or getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", lambda: True)():
         return True
-    if torch.autograd.forward_ad._current_level >= 0:  # inside `forward_ad.dual_level()`
+    if getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0:  # inside `forward_ad.dual_level()`
         return True
-    return torch._C._functorch.peek_interpreter_stack() is not None  # vmap / grad / jvp
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is None or peek() is not None  # vmap / grad / jvp
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor, *others: Optional[torch.Tensor]) -> bool:
