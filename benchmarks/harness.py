@@ -31,7 +31,7 @@ import torch
 #   cudnn-*            torch's depthwise conv (cuDNN), NCHW and channels-last (CUDA)
 #   timm, timm+compile the timm model of the same architecture (when timm is importable)
 BASELINES = ("reference", "reference+compile", "official_matmul", "flex", "cudnn-nchw", "cudnn-channels_last",
-             "timm", "timm+compile")
+             "timm", "timm+compile", "onnxruntime", "openvino")
 # The implementation pytest-benchmark itself times: the first of these that runs in the case.
 PRIMARY_ORDER = ("triton", "cuda", "cpp", "auto", "reference")
 # Short column names of the summary table.

@@ -27,8 +27,11 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, 
 BACKENDS = ("reference", "triton", "cuda", "cpp")  # SPEC §3
 # Fast backends that run on each device type (the others are skipped there, not failed).
 DEVICE_BACKENDS = {"cuda": ("triton", "cuda"), "cpu": ("cpp",)}
-# Everything `fastwin bench --backend` understands; `+compile` is torch.compile of that runner.
-RUNNERS = ("reference", "reference+compile", "auto", "triton", "cuda", "cpp", "timm", "timm+compile")
+# Everything `fastwin bench --backend` understands; `+compile` is torch.compile of that runner;
+# onnxruntime / openvino run the model's ONNX export (CPU inference, fastwin/bench_exported.py).
+RUNNERS = ("reference", "reference+compile", "auto", "triton", "cuda", "cpp", "timm", "timm+compile",
+           "onnxruntime", "openvino")
+EXPORTED = ("onnxruntime", "openvino")
 
 
 def synchronize(device: torch.device) -> None:
@@ -252,7 +255,8 @@ def import_timm():
 
 
 def candidates(device: torch.device, compile_reference: bool = True, with_timm: bool = True) -> List[str]:
-    """What to compare on `device`, in table order: reference (+compile), auto, each fast backend, timm."""
+    """What to compare on `device`, in table order: reference (+compile), auto, each fast backend, timm,
+    and on a CPU ONNX Runtime and OpenVINO (rows that say why they are skipped when not installed)."""
     import fastwin
 
     names = ["reference"] + (["reference+compile"] if compile_reference else []) + ["auto"]
@@ -260,6 +264,8 @@ def candidates(device: torch.device, compile_reference: bool = True, with_timm: 
     names += [b for b in DEVICE_BACKENDS.get(device.type, ()) if table.get(b)]
     if with_timm:
         names.append("timm")
+    if device.type == "cpu":
+        names += list(EXPORTED)
     return names
 
 
@@ -319,9 +325,14 @@ def bench_model(model_name: str, batch: int, dtype: torch.dtype, train: bool, de
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     images = [torch.randn(batch, 3, *size, device=device) for _ in range(3)]  # rotated inputs
     names = list(names or candidates(device))
-    errors, steps = {}, {}
+    errors, steps, exports = {}, {}, {}
     for name in names:
         try:
+            if name in EXPORTED:
+                from .bench_exported import exported_step
+
+                steps[name] = exported_step(name, model, images, train, dtype, exports)
+                continue
             module, backend = _build_runner(name, model_name, model, img_size, train, device)
         except Exception as exc:
             errors[name] = str(exc) if str(exc).startswith("skipped") else f"{type(exc).__name__}: {exc}"[:200]

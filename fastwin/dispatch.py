@@ -38,7 +38,8 @@ log = logging.getLogger("fastwin.dispatch")
 
 BACKENDS = ("reference", "triton", "cuda", "cpp")
 CHOICES = ("auto",) + BACKENDS
-OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d", "dwconv_layernorm", "linear_gelu")
+OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d", "dwconv_layernorm", "linear_gelu",
+       "linear", "conv1x1")
 
 # Order `auto` tries per device type, optionally per (device type, op). Kept in one table so a
 # measurement changes one line. CPU: the cpp attention kernels measured 2.5-10x faster than the
@@ -114,7 +115,8 @@ class ConvCall(NamedTuple):
 
 
 class LinearCall(NamedTuple):
-    """`linear_gelu`: x [..., in_features] @ weight^T + bias, then GELU."""
+    """`linear_gelu`: x [..., in_features] @ weight^T + bias, then GELU; `linear`: the projection plus an
+    optional residual; `conv1x1`: the same over the channels of an NCHW map (GELU form or None)."""
 
     op: str
     device_type: str
@@ -122,8 +124,9 @@ class LinearCall(NamedTuple):
     requires_grad: bool
     in_features: int = 0
     out_features: int = 0
-    approximate: str = "none"
+    approximate: Optional[str] = "none"
     has_bias: bool = False
+    residual: bool = False
 
 
 Call = Union[WindowAttentionCall, AttentionCall, ConvCall, LinearCall]

@@ -173,6 +173,21 @@ def linear_gelu_case(name, shape, out_features, bias=True, approximate="none", l
     return Case(name, "linear_gelu", inputs, _op_fn("linear_gelu", inputs, approximate=approximate), quick)
 
 
+def linear_case(name, shape, out_features, bias=True, residual=False, layout="contiguous", quick=False) -> Case:
+    k = shape[-1]
+    inputs = (Input("x", shape, layout=layout), Input("weight", (out_features, k), k ** -0.5),
+              Input("bias", (out_features,) if bias else None),
+              Input("residual", tuple(shape[:-1]) + (out_features,) if residual else None))
+    return Case(name, "linear", inputs, _op_fn("linear", inputs), quick)
+
+
+def conv1x1_case(name, B, C, H, W, out_channels, gelu=None, residual=False, memory="contiguous",
+                 quick=False) -> Case:
+    inputs = (Input("x", (B, C, H, W), layout=memory), Input("weight", (out_channels, C, 1, 1), C ** -0.5),
+              Input("bias", (out_channels,)), Input("residual", (B, out_channels, H, W) if residual else None))
+    return Case(name, "conv1x1", inputs, _op_fn("conv1x1", inputs, gelu=gelu), quick)
+
+
 # Small shapes: the Triton interpreter runs every program instance in Python (~3 ms each).
 CASES: Tuple[Case, ...] = (
     # shifted windows: shifted/unshifted, divisible/not, both pad orders, batch 1/2, optional inputs
@@ -227,6 +242,12 @@ CASES: Tuple[Case, ...] = (
     linear_gelu_case("linear+gelu [2, 7, 9, 40] -> 70", (2, 7, 9, 40), 70, quick=True),
     linear_gelu_case("linear+gelu tanh no bias", (5, 33), 64, bias=False, approximate="tanh"),
     linear_gelu_case("linear+gelu strided x", (3, 6, 24), 48, layout="strided"),
+    # projections with the block's residual add; 1x1 convs (UniFormer) with GELU or the add
+    linear_case("linear + residual [2, 5, 7, 24] -> 40", (2, 5, 7, 24), 40, residual=True, quick=True),
+    linear_case("linear no bias strided x", (6, 32), 16, bias=False, layout="strided"),
+    conv1x1_case("conv1x1 + gelu", 2, 12, 5, 6, 20, gelu="none", quick=True),
+    conv1x1_case("conv1x1 + residual channels_last", 2, 12, 5, 6, 12, residual=True, memory="channels_last"),
+    conv1x1_case("conv1x1 gelu tanh", 1, 8, 3, 7, 16, gelu="tanh"),
 )
 
 

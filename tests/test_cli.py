@@ -1,4 +1,5 @@
 """`fastwin info | check | bench` run on CPU with sensible output (issue #12 item 9 included)."""
+import importlib.util
 import io
 import subprocess
 import sys
@@ -34,6 +35,9 @@ def test_bench_small_model_has_auto_and_timm_rows(capsys, one_thread):
     assert {"reference", "auto", "timm"} <= set(rows), out
     assert "x [" in rows["auto"]  # a speedup with its spread: "1.23x [1.01-1.40]"
     assert "interleaved rounds" in out
+    for name in ("onnxruntime", "openvino"):  # the ONNX export's rows: numbers, or why they were skipped
+        installed = all(importlib.util.find_spec(m) is not None for m in (name, "onnx", "onnxscript"))
+        assert name in rows and (("x [" in rows[name]) if installed else ("skipped" in rows[name])), out
 
 
 def test_unknown_model_is_a_usage_error_with_suggestions(capsys):

@@ -243,7 +243,9 @@ def test_backend_argument_per_call_and_per_module():
     with dispatch.record() as ran:
         ops.attention(qkv, 2, backend="reference")
         fastwin.layers.Attention(16, 2, backend="reference")(torch.randn(2, 5, 16))
-    assert [name for _, name in ran] == ["reference", "reference"]
+    # the module's backend covers its projections too (qkv, attention, proj)
+    assert ran == [("attention", "reference"), ("linear", "reference"), ("attention", "reference"),
+                   ("linear", "reference")]
     with pytest.raises(ValueError, match="backend must be"):
         fastwin.WindowAttention(16, 2, 2, backend="fastest")
 

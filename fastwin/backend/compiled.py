@@ -12,13 +12,30 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from . import library
+from .. import reference
+from . import library, onednn
 from .cosine import cosine_as_dot
 
 
 def _tokens(y: torch.Tensor, layout: str) -> torch.Tensor:
     """[B, C, H, W] ("NCHW") or [B, H, W, C] ("NHWC") -> [B, H*W, C]."""
     return y.flatten(2).transpose(1, 2) if layout == "NCHW" else y.flatten(1, 2)
+
+
+def linear(x, weight, bias, residual):
+    """oneDNN with a packed weight for CPU fp32 inference (`onednn.usable`), else the reference: the
+    GEMM is torch's on every device; what a backend adds is the packing and the fused epilogue."""
+    if onednn.usable(x, weight, bias, residual):
+        return onednn.linear(x, weight, bias, residual=residual)
+    return reference.linear_ref(x, weight, bias, residual)
+
+
+def conv1x1(x, weight, bias, gelu, residual):
+    """As `linear`, for a 1x1 convolution on an NCHW map; only the GELU epilogue is worth oneDNN's
+    packed path there (see `onednn.conv1x1_gelu`)."""
+    if gelu is not None and onednn.usable(x, weight, bias):
+        return onednn.conv1x1_gelu(x, weight, bias, gelu)
+    return reference.conv1x1_ref(x, weight, bias, gelu, residual)
 
 
 def make_impls(namespace: str, fused_layernorm_channels: Optional[int] = None,
@@ -62,6 +79,8 @@ def make_impls(namespace: str, fused_layernorm_channels: Optional[int] = None,
         return tokens, F.layer_norm(tokens, (channels,), ln_weight, ln_bias, eps)
 
     def linear_gelu(x, weight, bias, approximate):
+        if onednn.usable(x, weight, bias):
+            return onednn.linear(x, weight, bias, gelu=approximate)
         # the pre-activation is kept for the backward only when autograd (or a transform) may ask for it
         save = library.transforming() or (
             torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)))
@@ -73,6 +92,8 @@ def make_impls(namespace: str, fused_layernorm_channels: Optional[int] = None,
         "attention": attention,
         "dwconv2d": dwconv2d,
         "dwconv_layernorm": dwconv_layernorm,
+        "linear": linear,
+        "conv1x1": conv1x1,
     }
     if with_linear_gelu:
         impls["linear_gelu"] = linear_gelu

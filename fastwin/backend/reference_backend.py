@@ -27,6 +27,8 @@ IMPLS = {
     "dwconv2d": reference.dwconv2d_ref,
     "dwconv_layernorm": reference.dwconv_layernorm_ref,
     "linear_gelu": reference.linear_gelu_ref,
+    "linear": reference.linear_ref,
+    "conv1x1": reference.conv1x1_ref,
 }
 
 

@@ -82,6 +82,8 @@ def supports(call) -> Optional[str]:
         return "CPU tensors need TRITON_INTERPRET=1"
     if call.device_type not in ("cpu", "cuda"):
         return f"device {call.device_type} is not supported"
+    if call.op in ("linear", "conv1x1"):  # torch's GEMM (cuBLAS), as every backend runs them off the CPU
+        return None
     if call.op in ("dwconv2d", "dwconv_layernorm"):
         return _conv_reason(call)
     return _attention_reason(call)

@@ -4,11 +4,15 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .. import ops
+from . import projection
 
 
 class Mlp(nn.Module):
     """`fc2(drop(act(fc1(x))))` then dropout; with a GELU activation, `fc1` and the GELU run as one
-    op (`fastwin.ops.linear_gelu`), which a backend may fuse. forward: [..., C] -> [..., C_out]."""
+    op (`fastwin.ops.linear_gelu`), which a backend may fuse.
+
+    forward(x [..., C], residual [..., C_out] | None) -> [residual +] mlp(x), [..., C_out]; the add
+    runs in fc2's epilogue when the dropout passes through."""
 
     def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
         super().__init__()
@@ -19,9 +23,12 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
         if type(self.act) is nn.GELU:  # exactly GELU: a subclass may compute something else
             h = ops.linear_gelu(x, self.fc1.weight, self.fc1.bias, self.act.approximate)
         else:
             h = self.act(self.fc1(x))
-        return self.drop(self.fc2(self.drop(h)))
+        if projection.passes_through(self.drop):
+            return projection.linear(self.fc2, h, residual)
+        y = self.drop(self.fc2(self.drop(h)))
+        return y if residual is None else residual + y

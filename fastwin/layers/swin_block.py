@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .. import ops
 from ..ops import PAD_ORDERS
 from ..utils import pair
-from . import checks
+from . import checks, projection
 from .drop import DropPath
 from .mlp import Mlp
 from .window_attention import WindowAttention
@@ -185,20 +185,29 @@ class SwinTransformerBlock(nn.Module):
         drop_saved_shift_mask(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Fused (S)W-MSA on a normalized map: [B, H, W, C] -> [B, H, W, C]."""
+    def _attention(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Fused (S)W-MSA on a normalized map, plus `residual` in the projection's epilogue when given
+        (callers pass one only when drop path and proj_drop pass through): [B, H, W, C] -> [B, H, W, C]."""
         attn = self.attn
-        qkv = attn.qkv(x)  # [B, H, W, 3 * heads * d], unpadded: padded tokens are the bias inside the op
+        qkv = projection.linear(attn.qkv, x, backend=attn.backend)  # [B, H, W, 3 * heads * d], unpadded: padded tokens are the bias inside the op
         bias = None if attn.qkv.bias is None else attn.qkv.bias.to(qkv.dtype)
         table = attn.relative_position_bias_table.to(qkv.dtype)
         p = attn.attn_drop.p if self.training else 0.0
         x = ops.shifted_window_attention(qkv, self.num_heads, self.window_size, self.shift_size, table, bias,
                                          attn.scale, self.pad_order, p, backend=attn.backend)  # [B, H, W, heads * d]
-        return attn.proj_drop(attn.proj(x))
+        if residual is not None:
+            return projection.linear(attn.proj, x, residual, attn.backend)
+        return attn.proj_drop(projection.linear(attn.proj, x, backend=attn.backend))
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, H, W, C] -> [B, H, W, C]."""
-        x = x + self.drop_path(self._attention(self.norm1(x)))
+        """[B, H, W, C] -> [B, H, W, C]; the residual adds run in the projections' epilogues when drop
+        path and dropout pass through (inference)."""
+        if projection.passes_through(self.drop_path, self.attn.proj_drop):
+            x = self._attention(self.norm1(x), residual=x)
+        else:
+            x = x + self.drop_path(self._attention(self.norm1(x)))
+        if projection.passes_through(self.drop_path):  # swap() may have kept a foreign MLP: add_into checks
+            return projection.add_into(self.mlp, Mlp, self.norm2(x), x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -235,7 +244,7 @@ class PatchMerging(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checks.features(x, self, self.dim, ("[B, H, W, C]", "[B, L, C]"))
         y = merge_2x2(as_map(x, self.input_resolution, type(self).__name__))  # [B, H/2, W/2, 4C]
-        return like_input(self.reduction(self.norm(y)), x)
+        return like_input(projection.linear(self.reduction, self.norm(y)), x)
 
     def extra_repr(self):
         return f"input_resolution={self.input_resolution}, dim={self.dim}, out_dim={self.out_dim}"

@@ -10,7 +10,7 @@ import torch.nn as nn
 from .. import ops
 from ..ops import relative_position_index
 from ..utils import pair
-from . import checks
+from . import checks, projection
 
 
 class WindowAttention(nn.Module):
@@ -24,7 +24,7 @@ class WindowAttention(nn.Module):
         qk_scale: overrides the default scale head_dim ** -0.5.
         attn_drop: dropout on the attention weights; proj_drop: dropout on the output.
         head_dim: per-head channels if not dim // num_heads (timm's extension).
-        backend: run this module's attention on this backend (None: the thread's choice).
+        backend: run this module's attention and projections on this backend (None: the thread's choice).
 
     forward(x [B*nW, N, C], mask [nW, N, N] | None) -> [B*nW, N, C]
     """
@@ -61,12 +61,12 @@ class WindowAttention(nn.Module):
         checks.window_tokens(x, self, self.window_size)
         checks.window_mask(mask, x, wh * ww, self)
         checks.like_weights(x, self.qkv.weight, self)
-        qkv = self.qkv(x)  # [B*nW, N, 3 * heads * d]
+        qkv = projection.linear(self.qkv, x, backend=self.backend)  # [B*nW, N, 3 * heads * d]
         p = self.attn_drop.p if self.training else 0.0
         table = self.relative_position_bias_table.to(qkv.dtype)
         x = ops.window_attention(qkv, self.num_heads, self.window_size, table, mask, self.scale, p,
                                  backend=self.backend)
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(projection.linear(self.proj, x, backend=self.backend))
 
     def extra_repr(self):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"

@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import ops
-from ..layers import Attention, DropPath, Mlp
+from ..layers import Attention, DropPath, Mlp, projection
 from ..layers.checks import features as _check_features
 from ..utils import init_weights_trunc_normal
 from .checkpoint import checkpoint_filter
@@ -55,8 +55,14 @@ class CMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_features, out_features, 1)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x):  # [B, C, H, W] -> [B, C_out, H, W]
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self, x, residual=None):
+        """[B, C, H, W] (and residual [B, C_out, H, W] | None) -> [residual +] mlp(x), [B, C_out, H, W]; the
+        GELU runs in fc1's epilogue and the add in fc2's (on backends that fuse them)."""
+        h = self.drop(projection.conv1x1(self.fc1, x, self.act))
+        if projection.passes_through(self.drop):
+            return projection.conv1x1(self.fc2, h, residual=residual)
+        y = self.drop(self.fc2(h))
+        return y if residual is None else residual + y
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -89,8 +95,11 @@ class CBlock(nn.Module):
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
         pe, at = self.pos_embed, self.attn
         x = ops.dwconv2d(x, _cast(pe.weight, x), _cast(pe.bias, x), residual=True)
-        h = self.conv1(self.norm1(x))
+        h = projection.conv1x1(self.conv1, self.norm1(x))
         h = ops.dwconv2d(h, _cast(at.weight, h), _cast(at.bias, h))  # local relation aggregator
+        if projection.passes_through(self.drop_path):  # inference: the adds run in the convs' epilogues
+            x = projection.conv1x1(self.conv2, h, residual=x)
+            return projection.add_into(self.mlp, CMlp, self.norm2(x), x)
         x = x + self.drop_path(self.conv2(h))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -129,6 +138,10 @@ class SABlock(nn.Module):
         pe, n1 = self.pos_embed, self.norm1
         x, h = ops.dwconv_layernorm(x, _cast(pe.weight, x), _cast(pe.bias, x), _cast(n1.weight, x),
                                     _cast(n1.bias, x), n1.eps)
+        if not self.ls and projection.passes_through(self.drop_path):  # the adds in the projections' epilogues
+            x = projection.add_into(self.attn, Attention, h, x)  # [B, H*W, C]
+            x = projection.add_into(self.mlp, Mlp, self.norm2(x), x)
+            return x.transpose(1, 2).reshape(B, C, H, W)
         h = self.attn(h)  # [B, H*W, C]
         x = x + self.drop_path(self.gamma_1 * h if self.ls else h)
         h = self.mlp(self.norm2(x))

@@ -27,8 +27,9 @@ from . import checks
 
 IntOrPair = Union[int, Tuple[int, int]]
 
-__all__ = ["PAD_ORDERS", "attention", "backend_name", "bound", "describe", "record", "dwconv2d", "dwconv_layernorm",
-           "linear_gelu", "relative_position_index", "shift_mask", "shifted_window_attention", "window_attention"]
+__all__ = ["PAD_ORDERS", "attention", "backend_name", "bound", "conv1x1", "describe", "dwconv2d", "dwconv_layernorm",
+           "linear", "linear_gelu", "record", "relative_position_index", "shift_mask", "shifted_window_attention",
+           "window_attention"]
 
 
 def backend_name(name: Optional[str]) -> Optional[str]:
@@ -365,8 +366,21 @@ def dwconv_layernorm(
 _GELU_FORMS = ("none", "tanh")
 
 
-def _linear_gelu(x, weight, bias=None, approximate="none"):
-    x, weight, bias = _autocast(x, weight, bias)
+def _check_dtypes(x, named, autocast_casts: bool) -> None:
+    """Each (name, tensor, shape) in `named` (tensor may be None) has that shape, x's device and x's dtype;
+    with `autocast_casts` and autocast on x's device any float dtype passes (the op casts as F.linear does)."""
+    any_dtype = autocast_casts and torch.is_autocast_enabled(x.device.type)
+    for name, t, shape in named:
+        if not any_dtype:
+            checks.optional_like(name, t, x, "x", shape)
+        elif t is not None:
+            checks.tensor(name, t)
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+            checks.same_device(name, t, "x", x)
+
+
+def _check_linear(x, weight, bias, autocast_casts: bool = False) -> None:
     checks.tensor("x", x)
     if x.dim() < 1:
         raise ValueError(f"x must be [..., in_features], got shape {tuple(x.shape)}")
@@ -374,10 +388,12 @@ def _linear_gelu(x, weight, bias=None, approximate="none"):
     if weight.shape[1] != x.shape[-1]:
         raise ValueError(f"weight must have shape [out_features, {x.shape[-1]}] for x of shape {tuple(x.shape)}, "
                          f"got {tuple(weight.shape)}")
-    checks.same_device("weight", weight, "x", x)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"weight has dtype {weight.dtype} but x has dtype {x.dtype}; cast one of them")
-    checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    _check_dtypes(x, (("weight", weight, tuple(weight.shape)), ("bias", bias, (weight.shape[0],))), autocast_casts)
+
+
+def _linear_gelu(x, weight, bias=None, approximate="none"):
+    x, weight, bias = _autocast(x, weight, bias)
+    _check_linear(x, weight, bias)
     if approximate not in _GELU_FORMS:
         raise ValueError(f"approximate must be one of {_GELU_FORMS}, got {approximate!r}")
     call = dispatch.LinearCall("linear_gelu", x.device.type, x.dtype, _needs_grad(x, weight, bias),
@@ -401,6 +417,68 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     return _run(call, backend, args)
 
 
+def _linear(x, weight, bias=None, residual=None):
+    _check_linear(x, weight, bias, autocast_casts=True)  # nn.Linear's job: it must cast under autocast as F.linear
+    _check_dtypes(x, (("residual", residual, tuple(x.shape[:-1]) + (weight.shape[0],)),), True)
+    call = dispatch.LinearCall("linear", x.device.type, x.dtype, _needs_grad(x, weight, bias, residual),
+                               weight.shape[1], weight.shape[0], None, bias is not None, residual is not None)
+    return call, (x, weight, bias, residual)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+           residual: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """`[residual +] x @ weight^T + bias`: a projection and, optionally, the residual add after it.
+
+    On the cpp backend, fp32 inference (nothing requires grad, no autocast, no tracing) runs a
+    oneDNN GEMM on a prepacked weight with the add in its epilogue; otherwise the reference.
+
+    Args:
+        x: [..., in_features]; weight: [out_features, in_features]; bias: [out_features] or None.
+        residual: [..., out_features] (x's dtype) or None.
+        backend: run this call on this backend instead of the thread's choice.
+
+    Returns:
+        [..., out_features].
+    """
+    call, args = _linear(x, weight, bias, residual)
+    return dispatch.run(call, backend, *args)
+
+
+def _conv1x1(x, weight, bias=None, gelu=None, residual=None):
+    checks.tensor("x", x, 4, "[B, C, H, W]")
+    checks.tensor("weight", weight, 4, "[out_channels, in_channels, 1, 1]")
+    if weight.shape[1:] != (x.shape[1], 1, 1):
+        raise ValueError(f"weight must have shape [out_channels, {x.shape[1]}, 1, 1] for x of shape "
+                         f"{tuple(x.shape)}, got {tuple(weight.shape)}")
+    _check_dtypes(x, (("weight", weight, tuple(weight.shape)), ("bias", bias, (weight.shape[0],))), True)
+    if gelu is not None and gelu not in _GELU_FORMS:
+        raise ValueError(f"gelu must be None or one of {_GELU_FORMS}, got {gelu!r}")
+    if gelu is not None and residual is not None:
+        raise ValueError("conv1x1 takes gelu or residual, not both")
+    _check_dtypes(x, (("residual", residual, (x.shape[0], weight.shape[0]) + tuple(x.shape[2:])),), True)
+    call = dispatch.LinearCall("conv1x1", x.device.type, x.dtype, _needs_grad(x, weight, bias, residual),
+                               weight.shape[1], weight.shape[0], gelu, bias is not None, residual is not None)
+    return call, (x, weight, bias, gelu, residual)
+
+
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, gelu: Optional[str] = None,
+            residual: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """`[residual +] act(conv2d(x, weight, bias))` for a 1x1 convolution on an NCHW map.
+
+    Args:
+        x: [B, in_channels, H, W]; weight: [out_channels, in_channels, 1, 1]; bias: [out_channels] or None.
+        gelu: None (no activation), or GELU after the conv in the form "none" (erf) or "tanh".
+        residual: [B, out_channels, H, W] (x's dtype) or None; not together with `gelu`.
+        backend: run this call on this backend instead of the thread's choice.
+
+    Returns:
+        [B, out_channels, H, W]. On the cpp backend fp32 inference runs oneDNN with a prepacked weight
+        and the activation or add in the conv's epilogue.
+    """
+    call, args = _conv1x1(x, weight, bias, gelu, residual)
+    return dispatch.run(call, backend, *args)
+
+
 _DESCRIBERS: Dict[str, Callable] = {
     "shifted_window_attention": _shifted_window_attention,
     "window_attention": _window_attention,
@@ -408,6 +486,8 @@ _DESCRIBERS: Dict[str, Callable] = {
     "dwconv2d": _dwconv2d,
     "dwconv_layernorm": _dwconv_layernorm,
     "linear_gelu": _linear_gelu,
+    "linear": _linear,
+    "conv1x1": _conv1x1,
 }
 
 
@@ -423,6 +503,6 @@ def describe(op: str, *args, **kwargs) -> dispatch.Call:
 # torch.fx: every op is one leaf call (`call_function`) in a traced graph; its checks and dispatch run
 # when the graph runs, on real tensors. `wrap` patches this module's globals while tracing, so calls
 # spelled `ops.<op>(...)` (or `fastwin.ops.<op>`) are captured.
-for _op in ("attention", "dwconv2d", "dwconv_layernorm", "linear_gelu", "shifted_window_attention",
+for _op in ("attention", "conv1x1", "dwconv2d", "dwconv_layernorm", "linear", "linear_gelu", "shifted_window_attention",
             "window_attention"):
     torch.fx.wrap(_op)

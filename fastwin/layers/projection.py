@@ -1,0 +1,63 @@
+"""A module's Linear / 1x1 conv run through `fastwin.ops` (so a backend may prepack its weight and fuse
+the activation or residual add after it), falling back to calling the module where that would change
+what runs: a subclass (LoRA wrappers, quantized layers), a module with hooks, a conv that is not a
+plain 1x1."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .. import ops
+from .drop import DropPath
+
+__all__ = ["add_into", "conv1x1", "linear", "passes_through"]
+
+
+def _plain(m: nn.Module, cls) -> bool:
+    return type(m) is cls and not (m._forward_hooks or m._forward_pre_hooks)
+
+
+def passes_through(*modules: nn.Module) -> bool:
+    """Every module is the identity for this call (nn.Identity, or dropout / drop path not dropping),
+    so `x + m(y)` may be computed as one fused residual add."""
+    for m in modules:
+        if type(m) is nn.Identity:
+            continue
+        if type(m) is nn.Dropout and (not m.training or m.p == 0.0):
+            continue
+        if type(m) is DropPath and (not m.training or m.drop_prob == 0.0):
+            continue
+        return False
+    return True
+
+
+def linear(m: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+           backend: Optional[str] = None) -> torch.Tensor:
+    """`[residual +] m(x)` for a Linear `m`: [..., in] -> [..., out]; `backend` as `fastwin.ops.linear`'s."""
+    if _plain(m, nn.Linear):
+        return ops.linear(x, m.weight, m.bias, residual, backend=backend)
+    y = m(x)
+    return y if residual is None else residual + y
+
+
+def conv1x1(m: nn.Module, x: torch.Tensor, act: Optional[nn.Module] = None,
+            residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`[residual +] act(m(x))` for a 1x1 Conv2d `m` on NCHW x: [B, Cin, H, W] -> [B, Cout, H, W]."""
+    gelu = act.approximate if act is not None and _plain(act, nn.GELU) else None
+    plain = (_plain(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)
+             and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
+    if plain and (act is None or gelu is not None):
+        return ops.conv1x1(x, m.weight, m.bias, gelu, residual)
+    y = m(x) if act is None else act(m(x))
+    return y if residual is None else residual + y
+
+
+def add_into(m: nn.Module, cls, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """`residual + m(x)`, with the residual handed to m's forward (its last projection's epilogue) when m
+    is exactly `cls`, whose forward takes `residual=`; any other module (e.g. one `swap` kept) is called
+    as it is."""
+    if type(m) is cls:
+        return m(x, residual=residual)
+    return residual + m(x)
