@@ -13,6 +13,7 @@ import glob
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from tests.tolerance import assert_within_rule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMU = os.path.join(ROOT, "tests", "cuda_emu")
+BUILD = os.path.join(os.environ.get("FASTWIN_CACHE_DIR", os.path.expanduser("~/.cache/fastwin")), "cuda_emu")
 
 
 pytestmark = [
@@ -38,12 +40,11 @@ pytestmark = [
 def emu():
     from torch.utils.cpp_extension import load
 
-    build = os.path.join(os.environ.get("FASTWIN_CACHE_DIR", os.path.expanduser("~/.cache/fastwin")), "cuda_emu")
-    os.makedirs(build, exist_ok=True)
+    os.makedirs(BUILD, exist_ok=True)
     load(name="fastwin_cuda_emu", sources=[os.path.join(EMU, "emu_ops.cpp")],
          extra_include_paths=[EMU, os.path.join(EMU, "stubs"), os.path.join(ROOT, "csrc", "include"),
                               os.path.join(ROOT, "csrc", "cuda"), cuda_include_dir()],
-         extra_cflags=["-O1", "-DFASTWIN_CPU_EMULATION", "-Wno-unknown-pragmas"], build_directory=build,
+         extra_cflags=["-O1", "-DFASTWIN_CPU_EMULATION", "-Wno-unknown-pragmas"], build_directory=BUILD,
          is_python_module=False, verbose=False)
     return torch.ops.fastwin_emu
 
@@ -265,3 +266,12 @@ def test_schemas_match_the_extension(emu):
     theirs = schemas(os.path.join(ROOT, "csrc", "ops.cpp"), "fastwin_C")
     assert ours == theirs and len(ours) == 6
     assert glob.glob(os.path.join(EMU, "*.cpp"))
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils)")
+def test_module_has_no_cudart_symbols(emu):
+    """The emulator's runtime calls must not be cudart symbols: with a CUDA build of torch the real
+    libcudart is in the process and the dynamic linker would bind them there (no driver: errors)."""
+    out = subprocess.run(["nm", "-D", os.path.join(BUILD, "fastwin_cuda_emu.so")], capture_output=True,
+                         text=True, check=True).stdout
+    assert re.findall(r"\b(cuda[A-Z]\w*)", out) == []

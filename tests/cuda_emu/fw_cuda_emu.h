@@ -320,21 +320,30 @@ std::common_type_t<A, B> max(A a, B b) {
   return a < b ? b : a;
 }
 
-// The CUDA runtime calls of the launchers, answered without a device.
-extern "C" {
-cudaError_t CUDARTAPI cudaGetDevice(int* device) {
+// The CUDA runtime calls of the launchers, answered without a device. They are C++ functions of
+// fw_emu and the cudart names are macros for them (cuda_runtime.h is already included above), so
+// the module defines and imports no cudart symbol: a CUDA build of torch loads the real libcudart
+// into the process, and same-named exported functions here would be bound to it by the dynamic
+// linker (no driver there: "CUDA driver version is insufficient", compute capability 0).
+namespace fw_emu {
+inline cudaError_t get_device(int* device) {
   *device = 0;
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int) {
+inline cudaError_t device_get_attribute(int* value, enum cudaDeviceAttr attr, int) {
   *value = attr == cudaDevAttrMultiProcessorCount ? 132 : attr == cudaDevAttrComputeCapabilityMajor ? 9 : 0;
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaFuncSetAttribute(const void*, enum cudaFuncAttribute, int) { return cudaSuccess; }
-cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
-const char* CUDARTAPI cudaGetErrorString(cudaError_t) { return "fw_cuda_emu"; }
-}
-template <class T>  // the kernel-pointer overload cuda_runtime.h declares for nvcc only
-cudaError_t cudaFuncSetAttribute(T*, enum cudaFuncAttribute, int) {
+template <class T>  // a kernel, or the `const void*` of cudart's C API
+cudaError_t func_set_attribute(T*, enum cudaFuncAttribute, int) {
   return cudaSuccess;
 }
+inline cudaError_t get_last_error() { return cudaSuccess; }
+inline const char* get_error_string(cudaError_t) { return "fw_cuda_emu"; }
+}  // namespace fw_emu
+
+#define cudaGetDevice fw_emu::get_device
+#define cudaDeviceGetAttribute fw_emu::device_get_attribute
+#define cudaFuncSetAttribute fw_emu::func_set_attribute
+#define cudaGetLastError fw_emu::get_last_error
+#define cudaGetErrorString fw_emu::get_error_string
