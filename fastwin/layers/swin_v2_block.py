@@ -132,7 +132,10 @@ class WindowAttentionV2(nn.Module):
 
     def logit_multiplier(self) -> torch.Tensor:
         """[heads]: exp(min(logit_scale, log 100))."""
-        return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().view(self.num_heads)
+        multiplier = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().view(self.num_heads)
+        # finite whenever the parameter is (clamped, then exp): one check per parameter update, not per call
+        return ops.checks.vouch_finite("logit_scale", self.logit_scale, multiplier,
+                                       "an inf or NaN multiplier makes the logits NaN")
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         wh, ww = self.window_size

@@ -227,7 +227,7 @@ class SwinTransformerV2(nn.Module):
         self.head.reset(num_classes, global_pool)
 
     def _check_input(self, x) -> None:
-        check_image(x, self.in_chans)
+        check_image(x, self.in_chans, self)
 
     def forward_intermediates(
         self,
