@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fastwin import bench, cli
 
@@ -63,6 +64,49 @@ def test_bad_backend_is_rejected_by_argparse(capsys):
 def test_bad_round_count_is_rejected(capsys, value):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--iters", value])
+
+
+def _usage_error(capsys, argv) -> str:
+    """The one-line argparse error `argv` ends in (exit code 2, no traceback)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--batch", "0"), ("--batch", "-3"), ("--batch", "two"), ("--img-size", "0"), ("--img-size", "-224"),
+    ("--threads", "0"), ("--iters", "x"), ("--warmup", "-1"),
+])
+def test_bad_numeric_flags_are_usage_errors(capsys, flag, value):
+    """Before: `--batch 0` silently ran batch 2 and `--batch -3` ended in a traceback."""
+    line = _usage_error(capsys, ["bench", flag, value, "--quiet"])
+    assert line.startswith(f"fastwin bench: error: argument {flag}: must be") and value in line
+
+
+@pytest.mark.parametrize("command", ["check", "bench"])
+@pytest.mark.parametrize("value", ["gpu", "mps", "cuda:x"])
+def test_bad_device_is_a_usage_error(capsys, command, value):
+    line = _usage_error(capsys, [command, "--device", value])
+    assert f"error: argument --device: must be cpu, cuda or cuda:N, got {value!r}" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["check", "bench"])
+def test_cuda_device_without_cuda_is_a_usage_error(capsys, command):
+    """Before: a raw AssertionError ("Torch not compiled with CUDA enabled") from deep inside the run."""
+    line = _usage_error(capsys, [command, "--device", "cuda", "--quiet"])
+    assert line == f"fastwin {command}: error: argument --device: 'cuda': CUDA is not available here " \
+                   "(torch.cuda.is_available() is False; see `fastwin info`)"
+
+
+def test_usage_errors_from_the_console_have_no_traceback():
+    out = subprocess.run([sys.executable, "-m", "fastwin", "bench", "--batch", "-3", "--quiet"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "fastwin bench: error: argument --batch: must be >= 1, got -3"
 
 
 class _Stream(io.StringIO):
