@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from ..layers.swin_v2_block import SwinTransformerV2Block, WindowAttentionV2, log_spaced_coords
 from ..ops import relative_position_index, shift_mask
-from .core import pair_or_none, register_planned_swap, register_swap, swin_block_parts
+from .core import pair_or_none, random_twin, register_planned_swap, register_swap, swin_block_parts
+from .swin import window_contract
 
 _ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax", "cpb_mlp"}
 _ATTN_PARAMS = {"logit_scale", "q_bias", "v_bias"}
@@ -104,6 +105,18 @@ def _convert_v2_attention(m) -> WindowAttentionV2:
         if new.k_bias is not None:
             new.k_bias = torch.zeros(new.dim, device=ref.device, dtype=new.k_bias.dtype)
     return new
+
+
+def _attention_twin(m) -> nn.Module:
+    """`random_twin` of a (meta) V2 attention with its derived buffers as the constructors make them."""
+    twin = random_twin(m)
+    window = pair_or_none(twin.window_size)
+    pretrained = pair_or_none(getattr(twin, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
+    with torch.no_grad():
+        twin.relative_coords_table.copy_(log_spaced_coords(window, pretrained))
+        if getattr(twin, "k_bias", None) is not None:
+            twin.k_bias.zero_()
+    return twin
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -215,4 +228,5 @@ def _plan_block(m) -> Optional[SwinTransformerV2Block]:
 
 
 register_planned_swap("swin_v2_block", _block_parts, _plan_block)
-register_swap("swin_v2_window_attention", _is_foreign_v2_attention, _convert_v2_attention)
+register_swap("swin_v2_window_attention", _is_foreign_v2_attention, _convert_v2_attention, window_contract,
+              _attention_twin)
