@@ -105,16 +105,19 @@ def on_meta(m: nn.Module) -> bool:
 def random_twin(m: nn.Module) -> nn.Module:
     """A CPU copy of (meta) module `m` to probe: same class and structure, random values.
 
-    Weights get fan-in-scaled normals and 1-D `weight`s values around 1 (so activations stay O(1));
-    integer buffers are zeroed, except `relative_position_index` buffers, which get what the official
-    constructors compute for their module's `window_size`. Anything else random can only make a probe
+    Weights get fan-in-scaled normals and 1-D `weight`s values around 1 (so activations stay O(1)).
+    Buffers keep their values, except on meta, where they have none: there integer buffers are zeroed,
+    except `relative_position_index` buffers, which get what the official constructors compute for
+    their module's `window_size` (float buffers get random values: rules fix theirs in their twin). Anything else random can only make a probe
     fail, never pass wrongly.
     """
+    meta = on_meta(m)
     twin = copy.deepcopy(m)
-    twin = twin.to_empty(device="cpu") if on_meta(m) else twin.cpu()
+    twin = twin.to_empty(device="cpu") if meta else twin.cpu()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, t in itertools.chain(twin.named_parameters(), twin.named_buffers()):
+        # buffers keep their values where they have them (a foreign mask or coordinate table as it is)
+        for name, t in itertools.chain(twin.named_parameters(), twin.named_buffers() if meta else ()):
             if not t.is_floating_point():
                 t.zero_()
             elif t.dim() >= 2:
@@ -123,7 +126,7 @@ def random_twin(m: nn.Module) -> nn.Module:
                 t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
             else:
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
-        for mod in twin.modules():
+        for mod in twin.modules() if meta else ():
             window = pair_or_none(getattr(mod, "window_size", None))
             index = getattr(mod, "relative_position_index", None)
             if window is not None and isinstance(index, torch.Tensor):
