@@ -83,7 +83,26 @@ def _randomize(model: torch.nn.Module) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
-def _build(timm, name: str, max_params: float = MAX_PARAMS):
+class _NothingMatches(Exception):
+    """The model built on meta has no module any swap rule recognises: swap() leaves it as it is."""
+
+
+def _nothing_matches(meta: torch.nn.Module) -> bool:
+    """True when `fastwin.swap` of the meta-device model neither replaced nor probed anything.
+
+    Sound as a shortcut: on meta the rules match by structure alone (values are not compared), a
+    superset of what they match on CPU, so the CPU model would not be touched either.
+    """
+    import fastwin
+
+    try:
+        _, report = fastwin.swap(meta)
+    except Exception:
+        return False
+    return not report.replaced and not report.left
+
+
+def _build(timm, name: str, max_params: float = MAX_PARAMS, shortcut: bool = True):
     """(model, input size, note) at the smallest size that builds and runs, or raises."""
     errors = []
     for size in SMALL_SIZES + (None,):
@@ -96,7 +115,9 @@ def _build(timm, name: str, max_params: float = MAX_PARAMS):
             if size is not None:
                 errors.append(f"img_size={size}: {type(exc).__name__}")
                 continue
-            params = None
+            meta, params = None, None
+        if shortcut and meta is not None and _nothing_matches(meta):
+            raise _NothingMatches()
         if params is not None and params > max_params:
             raise RuntimeError(f"too large for the CPU sweep ({params / 1e6:.0f}M parameters)")
         torch.manual_seed(0)
@@ -108,8 +129,11 @@ def _build(timm, name: str, max_params: float = MAX_PARAMS):
     raise RuntimeError("; ".join(errors))
 
 
-def check_model(timm, name: str, time_limit: int = 60, max_params: float = MAX_PARAMS) -> Dict:
-    """The outcome of swapping timm model `name` (see the module docstring), as a JSON-able dict."""
+def check_model(timm, name: str, time_limit: int = 60, max_params: float = MAX_PARAMS, shortcut: bool = True) -> Dict:
+    """The outcome of swapping timm model `name` (see the module docstring), as a JSON-able dict.
+
+    With `shortcut`, a model in which no rule recognises any module (`fastwin.swap` on its meta-device
+    twin touched nothing) is "unswapped" without running it."""
     import fastwin
 
     start = time.perf_counter()
@@ -117,11 +141,14 @@ def check_model(timm, name: str, time_limit: int = 60, max_params: float = MAX_P
     _alarm(time_limit)
     try:
         try:
-            model, size, _ = _build(timm, name, max_params)
+            model, size, _ = _build(timm, name, max_params, shortcut)
             gen = torch.Generator().manual_seed(1)
             x = torch.randn(1, *size, generator=gen)
             with torch.no_grad():
                 want = _tensors(model(x))
+        except _NothingMatches:
+            row.update(outcome="unswapped", why="no swap rule recognises any of its modules (checked on meta)")
+            return row
         except Exception as exc:  # the model itself does not build / run here
             row.update(outcome="skipped", why=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
                        if str(exc) else type(exc).__name__)
