@@ -193,3 +193,13 @@ def test_dwconv_layernorm_refuses_a_non_finite_or_non_positive_eps(eps):
     with pytest.raises(TypeError, match="eps must be a float"):
         ops.dwconv_layernorm(x, w, None, None, None, eps="1e-6")
     assert ops.dwconv_layernorm(x, w, None, None, None, eps=1e-5)[1].isfinite().all()
+
+
+def test_logit_scale_check_keeps_fullgraph_compile():
+    """The value check is skipped while torch.compile traces (reading values would break the graph)."""
+    torch._dynamo.reset()
+    attend = torch.compile(lambda q, ls: ops.window_attention(q, HEADS, 2, logit_scale=ls, backend="reference"),
+                           fullgraph=True, backend="eager")
+    qkv, logit_scale = torch.randn(2, 4, C3), torch.tensor([2.0, 30.0])
+    torch.testing.assert_close(attend(qkv, logit_scale),
+                               ops.window_attention(qkv, HEADS, 2, logit_scale=logit_scale, backend="reference"))
