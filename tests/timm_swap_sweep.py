@@ -116,10 +116,10 @@ def _build(timm, name: str, max_params: float = MAX_PARAMS, shortcut: bool = Tru
                 errors.append(f"img_size={size}: {type(exc).__name__}")
                 continue
             meta, params = None, None
-        if shortcut and meta is not None and _nothing_matches(meta):
-            raise _NothingMatches()
         if params is not None and params > max_params:
             raise RuntimeError(f"too large for the CPU sweep ({params / 1e6:.0f}M parameters)")
+        if shortcut and meta is not None and _nothing_matches(meta):
+            raise _NothingMatches()
         torch.manual_seed(0)
         model = timm.create_model(name, pretrained=False, **kwargs).eval()
         _randomize(model)
@@ -196,11 +196,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", help="JSON lines, one per model (appended as they finish)")
     ap.add_argument("--limit", type=int, help="only this many models (seeded sample after the known offenders)")
     ap.add_argument("--time-limit", type=int, default=60, help="seconds per model")
+    ap.add_argument("--resume", action="store_true", help="skip the models --out already has a row for")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     timm = import_timm()
     names = timm.list_models()
     order = sample(names, len(names) if args.limit is None else args.limit)
+    if args.resume and args.out and pathlib.Path(args.out).exists():
+        done = {json.loads(line)["model"] for line in open(args.out) if line.strip()}
+        order = [n for n in order if n not in done]
     counts: Dict[str, int] = {}
     out = open(args.out, "a") if args.out else None
     for i, name in enumerate(order):
