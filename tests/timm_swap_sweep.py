@@ -197,18 +197,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--limit", type=int, help="only this many models (seeded sample after the known offenders)")
     ap.add_argument("--time-limit", type=int, default=60, help="seconds per model")
     ap.add_argument("--resume", action="store_true", help="skip the models --out already has a row for")
+    ap.add_argument("--max-params", type=float, default=MAX_PARAMS, help="skip larger models (default 100e6)")
+    ap.add_argument("--retry-too-large", action="store_true",
+                    help="with --resume: rerun the models --out skipped as too large (with a larger --max-params)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     timm = import_timm()
     names = timm.list_models()
     order = sample(names, len(names) if args.limit is None else args.limit)
     if args.resume and args.out and pathlib.Path(args.out).exists():
-        done = {json.loads(line)["model"] for line in open(args.out) if line.strip()}
+        rows = [json.loads(line) for line in open(args.out) if line.strip()]
+        too_large = {r["model"] for r in rows if "too large" in r.get("why", "")} if args.retry_too_large else set()
+        done = {r["model"] for r in rows} - too_large
         order = [n for n in order if n not in done]
     counts: Dict[str, int] = {}
     out = open(args.out, "a") if args.out else None
     for i, name in enumerate(order):
-        row = check_model(timm, name, args.time_limit)
+        row = check_model(timm, name, args.time_limit, args.max_params)
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
         line = json.dumps(row)
         print(f"[{i + 1}/{len(order)}] {line}", flush=True)
