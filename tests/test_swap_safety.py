@@ -128,3 +128,13 @@ def test_seeded_sample_of_timm_models(timm, name):
     """Any buildable timm model: unchanged output, or left unswapped (never broken, never moved)."""
     row = sweep.check_model(timm, name, time_limit=20, max_params=30e6)
     assert row["outcome"] in ("swapped", "unswapped", "skipped"), row
+
+
+def test_probe_compares_tuple_outputs_element_by_element():
+    """For rules whose modules return tuples (Hugging Face attention returns `(output, weights)`)."""
+    from fastwin.swap.core import Probe
+
+    probe = Probe(nn.Linear(3, 3))
+    a = torch.randn(2, 3)
+    assert probe.close((a, None), (a.clone(), None)) and probe.close([a], [a + 1e-7])
+    assert not probe.close((a, None), (a, a)) and not probe.close((a,), (a, a)) and not probe.close((a + 1, None), (a, None))

@@ -76,6 +76,10 @@ class Probe:
         return torch.randn(*shape, generator=self.gen).to(self.device, self.dtype)
 
     def close(self, a, b) -> bool:
+        """Equal up to `tol` (max error relative to max |b|); tuples / lists element by element (None
+        only matches None), e.g. Hugging Face attention's `(output, weights)`."""
+        if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+            return len(a) == len(b) and all((x is None and y is None) or self.close(x, y) for x, y in zip(a, b))
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
             return False
         scale = b.detach().double().abs().max().clamp_min(1e-6)
