@@ -7,7 +7,8 @@ implementation (the first fastwin backend that runs here) with `pedantic`; the o
 `teardown`, in an order rotated per round, and are timed the same way (wall clock around a sample of
 back-to-back calls ending with a device synchronize), so every round holds one sample of each, taken
 within seconds of each other. Speedups are ratios of the median times with the range of the
-per-round ratios, "no difference" where that range straddles 1.0 (`extra_info`); at the end of the run `conftest.py` adds a JSON row per implementation and prints
+per-round ratios, "no difference" where that range straddles 1.0 (`extra_info`); at the end of the
+run `conftest.py` adds a JSON row per implementation and prints
 the compact summary.
 """
 from __future__ import annotations

@@ -76,8 +76,9 @@ def check_image(x, in_chans: int, model: Optional[nn.Module] = None) -> None:
     dev = x.device.type
     autocast = (torch.float32, torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else ()
     if x.dtype != weight.dtype and x.dtype not in autocast:
+        hint = " (autocast casts float32 inputs only)" if autocast else " (or run under torch.autocast)"
         raise TypeError(f"input has dtype {x.dtype} but the weights of {name} are {weight.dtype}; cast one of "
-                        f"them{' (autocast casts float32 inputs only)' if autocast else ' (or run under torch.autocast)'}")
+                        f"them{hint}")
 
 
 def check_output_fmt(output_fmt: str, allowed: Sequence[str] = OUTPUT_FORMATS) -> str:

@@ -112,8 +112,8 @@ def random_twin(m: nn.Module) -> nn.Module:
     Weights get fan-in-scaled normals and 1-D `weight`s values around 1 (so activations stay O(1)).
     Buffers keep their values, except on meta, where they have none: there integer buffers are zeroed,
     except `relative_position_index` buffers, which get what the official constructors compute for
-    their module's `window_size` (float buffers get random values: rules fix theirs in their twin). Anything else random can only make a probe
-    fail, never pass wrongly.
+    their module's `window_size` (float buffers get random values: rules fix theirs in their twin).
+    Anything else random can only make a probe fail, never pass wrongly.
     """
     meta = on_meta(m)
     twin = copy.deepcopy(m)
