@@ -107,7 +107,7 @@ def on_meta(m: nn.Module) -> bool:
 
 
 def random_twin(m: nn.Module) -> nn.Module:
-    """A CPU copy of (meta) module `m` to probe: same class and structure, random values.
+    """A CPU copy of module `m` (meta or not) to probe: same class and structure, random weights.
 
     Weights get fan-in-scaled normals and 1-D `weight`s values around 1 (so activations stay O(1)).
     Buffers keep their values, except on meta, where they have none: there integer buffers are zeroed,
@@ -144,16 +144,20 @@ def _describe(args) -> str:
     return ", ".join(f"[{', '.join(map(str, a.shape))}]" if isinstance(a, torch.Tensor) else repr(a) for a in args)
 
 
-def verify(rule: SwapRule, module: nn.Module, new: nn.Module) -> Optional[str]:
+def verify(rule: SwapRule, module: nn.Module) -> Optional[str]:
     """None when `new` (the rule's replacement of `module`) keeps `module`'s forward contract, else why not.
 
-    Meta modules hold no values: the probe runs on the rule's twin (random values) and its replacement.
+    The probe runs on the rule's twin of `module` (`random_twin` by default: a CPU copy with random
+    weights) and the twin's replacement, never on `module` itself: its own weights may hide a
+    difference (a zero-initialized projection makes any attention agree), and a meta module has none.
     """
     if rule.contract is None:
         return None
-    if on_meta(module):
+    try:
         module = (rule.twin or random_twin)(module)
         new = _convert_like(rule, module)
+    except Exception as exc:  # a module that cannot be copied or converted cannot be verified
+        return f"it could not be copied to probe ({type(exc).__name__}: {exc})"[:200]
     probe = Probe(module)
     contract = rule.contract(module, probe)
     for args in contract.accepts:
@@ -286,10 +290,9 @@ def _replacement(module: nn.Module, path: str, report: SwapReport):
     for rule in _RULES:
         if not rule.matches(module):
             continue
-        new = _convert_like(rule, module)
-        why = verify(rule, module, new)
+        why = verify(rule, module)
         if why is None:
-            return rule, new
+            return rule, _convert_like(rule, module)
         report.left.append((path, rule.name, why))
     return None, None
 

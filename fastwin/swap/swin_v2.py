@@ -106,8 +106,10 @@ def _convert_v2_attention(m) -> WindowAttentionV2:
 
 
 def _attention_twin(m) -> nn.Module:
-    """`random_twin` of a (meta) V2 attention with its derived buffers as the constructors make them."""
+    """`random_twin` of a V2 attention; on meta, its derived buffers as the constructors make them."""
     twin = random_twin(m)
+    if not on_meta(m):
+        return twin
     window = pair_or_none(twin.window_size)
     pretrained = pair_or_none(getattr(twin, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
     with torch.no_grad():
