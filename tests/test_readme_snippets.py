@@ -141,4 +141,6 @@ def test_every_fast_readme_python_block_runs_as_printed(tmp_path, monkeypatch, o
 def test_every_readme_python_block_runs_as_printed(tmp_path, monkeypatch, one_thread):
     ran, total = _run_blocks(tmp_path, monkeypatch, include_slow=True)
     assert ran == total
-    assert (tmp_path / "swin_t.onnx").stat().st_size > 1e6  # the export block wrote the model
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(tmp_path / "swin_t.onnx")).graph  # the export block wrote the model (weights may
+    assert len(graph.node) > 100 and graph.initializer  # sit in an external-data file beside it)
