@@ -84,7 +84,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     """One row per (case, implementation): the primary's own row plus a row for each other one.
 
     The other rows hold the same interleaved rounds' samples (`extra_info.impls`), with their own
-    `speedup_vs_<baseline>` (median of per-round ratios) and `_spread` ([min, max]).
+    `speedup_vs_<baseline>` (ratio of medians), `_spread` (per-round [min, max]) and `_verdict`.
     """
     from harness import speedups
 
@@ -131,12 +131,14 @@ def _ms(t):
 
 
 def _cell(s):
-    return "" if s is None else f"{s[1]:.2f} ({s[0]:.2f}-{s[2]:.2f})"
+    from fastwin.bench import format_spread
+
+    return format_spread(s, times="", dash="-")
 
 
 def summary_lines(entries):
     """The compact table: entries are (group, extra_info) of each case's primary result."""
-    from harness import spread
+    from fastwin.bench import ratio_spread as spread
 
     lines = []
     for group, info in entries:

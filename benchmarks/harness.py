@@ -6,8 +6,9 @@ implementation gives one sample per round. pytest-benchmark times the case's *pr
 implementation (the first fastwin backend that runs here) with `pedantic`; the others run in its
 `teardown`, in an order rotated per round, and are timed the same way (wall clock around a sample of
 back-to-back calls ending with a device synchronize), so every round holds one sample of each, taken
-within seconds of each other. Speedups are the per-round ratios, reported as median [min-max]
-(`extra_info`); at the end of the run `conftest.py` adds a JSON row per implementation and prints
+within seconds of each other. Speedups are ratios of the median times with the range of the
+per-round ratios, "no difference" where that range straddles 1.0 (`extra_info`); at the end of the
+run `conftest.py` adds a JSON row per implementation and prints
 the compact summary.
 """
 from __future__ import annotations
@@ -18,9 +19,11 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
+
+from fastwin.bench import ratio_spread, verdict
 
 # Baselines: what users would otherwise run. `speedup_vs_<name>` is recorded for each one present.
 #   reference          fastwin's pure-PyTorch path; for window attention this is the SDPA-with-a-dense-
@@ -162,21 +165,17 @@ class Skip(Exception):
     """An implementation that does not exist here (no GPU, timm not installed ...)."""
 
 
-def spread(base: Sequence[float], other: Sequence[float]):
-    """(min, median, max) of per-round ratios base[r] / other[r]."""
-    r = sorted(b / o for b, o in zip(base, other) if o > 0)
-    return (r[0], statistics.median(r), r[-1]) if r else None
-
-
 def speedups(times: Dict[str, List[float]], impl: str) -> dict:
-    """speedup_vs_<baseline> (median of per-round ratios) and its [min, max] for each baseline present."""
+    """speedup_vs_<baseline> (ratio of medians), its per-round [min, max] and verdict ("faster", "slower"
+    or "no difference": `fastwin.bench.ratio_spread` / `verdict`, the one definition) per baseline."""
     out = {}
     for base in BASELINES:
         if base in times and base != impl:
-            s = spread(times[base], times[impl])
-            if s is not None:
+            s = ratio_spread(times[base], times[impl])
+            if s[1] == s[1]:
                 out[f"speedup_vs_{base}"] = round(s[1], 3)
                 out[f"speedup_vs_{base}_spread"] = [round(s[0], 3), round(s[2], 3)]
+                out[f"speedup_vs_{base}_verdict"] = verdict(s)
     return out
 
 

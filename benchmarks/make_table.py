@@ -6,8 +6,9 @@
 GPU runs fill the README section between `<!-- perf-table -->` markers, CPU runs (device "cpu" in the
 file's `fastwin_environment`; committed as `cpu-*.json`) the one between `<!-- cpu-perf-table -->`
 markers; nothing else in the README is touched, and every number shown comes from the given files.
-Speedups are the medians of per-round ratios from interleaved rounds (`speedup_vs_<baseline>` in
-`extra_info`) with their [min-max]; SPEC §8 targets are marked met / not met on the median.
+Speedups are ratios of median times from interleaved rounds (`speedup_vs_<baseline>` in `extra_info`)
+with the per-round [min-max], "no difference" where that range straddles 1.0 (`fastwin.bench`'s one
+rule); SPEC §8 targets are marked met / not met on the ratio.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import json
 import pathlib
 import re
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from fastwin.bench import format_spread  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MARKERS = {"gpu": ("<!-- perf-table -->", "<!-- /perf-table -->"),
@@ -64,21 +68,24 @@ def load(paths):
 
 
 def _speedup(row, base, index, case):
-    """(median, min, max) of row's per-round speedup over `base`, or the ratio of medians (old files)."""
+    """(ratio of medians, per-round min, max) of row's speedup over `base` (`fastwin.bench.ratio_spread`).
+
+    Files written before the ratio-of-medians rule kept the median of per-round ratios in
+    `speedup_vs_<base>`: the ratio is recomputed from the two rows' median times wherever both rows are
+    there, so no table shows a slower median as faster.
+    """
     info = row["extra_info"]
     med = info.get(f"speedup_vs_{base}")
-    if med is not None:
-        lo, hi = info.get(f"speedup_vs_{base}_spread", [med, med])
-        return med, lo, hi
     ref = index.get((case, base))
-    if ref is None:
+    ratio = ref["stats"]["median"] / row["stats"]["median"] if ref is not None else med
+    if ratio is None:
         return None
-    r = ref["stats"]["median"] / row["stats"]["median"]
-    return r, r, r
+    lo, hi = info.get(f"speedup_vs_{base}_spread", [ratio, ratio])
+    return lo, ratio, hi
 
 
 def _fmt(s):
-    return "—" if s is None else f"{s[0]:.2f}× [{s[1]:.2f}–{s[2]:.2f}]"
+    return "—" if s is None else format_spread(s, times="×", dash="–")
 
 
 def _contended(env) -> bool:
@@ -112,7 +119,7 @@ def table(runs, which="gpu") -> str:
         cases = {k[0] for k in index}
         targets = TARGETS[which] if any(t[1] in cases for t in TARGETS[which]) else []  # none in a training run
         if targets:
-            lines.append("| target | measured: median [min–max] of per-round ratios | required | status |")
+            lines.append("| target | measured: ratio of medians [per-round min–max] | required | status |")
             lines.append("|---|---|---|---|")
         for desc, case, impl, base, need in targets:
             row = index.get((case, impl))
@@ -120,7 +127,7 @@ def table(runs, which="gpu") -> str:
             if s is None:
                 lines.append(f"| {desc} | not measured | ≥ {need}× | — |")
                 continue
-            status = "inconclusive (busy machine)" if contended else ("met" if s[0] >= need else "not met")
+            status = "inconclusive (busy machine)" if contended else ("met" if s[1] >= need else "not met")
             lines.append(f"| {desc} | {_fmt(s)} | ≥ {need}× | {status} |")
         if targets:
             lines.append("")

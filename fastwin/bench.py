@@ -140,19 +140,43 @@ def interleaved(steps: Mapping[str, Callable[[int], object]], device: torch.devi
     return out
 
 
+NO_DIFFERENCE = "no difference"
+
+
 def ratio_spread(base: Sequence[float], other: Sequence[float]) -> Tuple[float, float, float]:
-    """(min, median, max) of the per-round speedups base[r] / other[r]; NaNs when either is missing."""
+    """(min, ratio, max): the speedup of `other` over `base` as the ratio of their medians, and the
+    range of the per-round ratios base[r] / other[r]; NaNs when either is missing.
+
+    The ratio of medians, not the median of per-round ratios: the latter can say "faster" for an
+    implementation whose median time is the slower one. This is the one speedup definition of the
+    CLI table, the plot and the benchmark JSON (benchmarks/harness.py).
+    """
     ratios = sorted(b / o for b, o in zip(base, other) if o > 0)
-    if not ratios:
+    if not ratios or statistics.median(other) <= 0:
         return (float("nan"),) * 3
-    return ratios[0], statistics.median(ratios), ratios[-1]
+    return ratios[0], statistics.median(base) / statistics.median(other), ratios[-1]
 
 
-def format_spread(spread: Tuple[float, float, float]) -> str:
-    lo, med, hi = spread
-    if med != med:
-        return "-"
-    return f"{med:.2f}x [{lo:.2f}-{hi:.2f}]"
+def verdict(spread: Tuple[float, float, float]) -> str:
+    """"faster" / "slower" only where the ratio of medians and every round agree; else "no difference"
+    (the per-round range straddles 1.0: the rounds do not settle which is faster)."""
+    lo, ratio, hi = spread
+    if ratio != ratio:
+        return ""
+    if ratio > 1 and lo > 1:
+        return "faster"
+    if ratio < 1 and hi < 1:
+        return "slower"
+    return NO_DIFFERENCE
+
+
+def format_spread(spread: Tuple[float, float, float], times: str = "x", dash: str = "-") -> str:
+    """"1.52x [1.40-1.61]", with " no difference" appended where the range straddles 1.0."""
+    lo, ratio, hi = spread
+    if ratio != ratio:
+        return dash
+    text = f"{ratio:.2f}{times} [{lo:.2f}{dash}{hi:.2f}]"
+    return text + f" {NO_DIFFERENCE}" if verdict(spread) == NO_DIFFERENCE else text
 
 
 @contextlib.contextmanager
@@ -360,7 +384,7 @@ def bench_model(model_name: str, batch: int, dtype: torch.dtype, train: bool, de
 
 
 def format_table(results: List[Result], title: str) -> str:
-    """Median ms/step with its min-max, img/s, and per-round speedups over the reference and timm."""
+    """Median ms/step with its min-max, img/s, and speedups over the reference and timm (`ratio_spread`)."""
     ok = {r.name: r for r in results if r.times}
     bases = [b for b in ("reference", "timm") if b in ok]
     header = ["backend", "ms/step", "min-max ms", "img/s"] + [f"vs {b}" for b in bases] + ["peak MiB"]
@@ -384,7 +408,8 @@ def format_table(results: List[Result], title: str) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     rounds = max((len(r.times) for r in results), default=0)
-    lines.append(f"({rounds} interleaved rounds; speedup = median of the per-round ratios [min-max])")
+    lines.append(f"({rounds} interleaved rounds; speedup = ratio of the median times [per-round min-max]; "
+                 f"{NO_DIFFERENCE!r} where that range straddles 1.0)")
     return "\n".join(lines)
 
 

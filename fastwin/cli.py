@@ -11,10 +11,28 @@ import torch
 from . import __version__, backends, bench, list_models
 
 
-def _device(name):
-    if name:
-        return torch.device(name)
+def _device(device):
+    """The --device value (already a checked `torch.device`) or the default: cuda if present."""
+    if device is not None:
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _device_arg(text: str) -> torch.device:
+    """--device: "cpu", "cuda" or "cuda:N", refused at parse time when this machine cannot run it."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available here (torch.cuda.is_available() is "
+                                             "False; see `fastwin info`)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def cmd_info(args) -> int:
@@ -61,7 +79,7 @@ def cmd_bench(args) -> int:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
     model = args.model or "swin_tiny_patch4_window7_224"
-    batch = args.batch or (64 if device.type == "cuda" else 2)
+    batch = args.batch if args.batch is not None else (64 if device.type == "cuda" else 2)
     dtype = bench.DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     names = args.backend or bench.candidates(device, compile_reference=not args.no_compile)
     title = (f"{model}, batch {batch}, {str(dtype)[6:]}, {'training step' if args.train else 'inference'}, "
@@ -81,14 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, device, which backends work and why the others don't")
     c = sub.add_parser("check", help="compare every available backend with the reference, fwd and bwd")
-    c.add_argument("--device", help="cpu or cuda (default: cuda if present)")
+    c.add_argument("--device", type=_device_arg, help="cpu or cuda (default: cuda if present)")
     c.add_argument("--backend", action="append", choices=bench.BACKENDS, help="only these backends")
     c.add_argument("--quiet", action="store_true")
     b = sub.add_parser("bench", help="img/s and memory of the reference vs the fused backends")
     b.add_argument("--model", help="model name (see fastwin.list_models()); default swin_tiny_patch4_window7_224")
-    b.add_argument("--batch", type=int, help="batch size (default 2 on CPU, 64 on GPU)")
+    b.add_argument("--batch", type=_positive, help="batch size (default 2 on CPU, 64 on GPU)")
     b.add_argument("--dtype", choices=sorted(bench.DTYPES), help="default fp32 on CPU, bf16 (autocast) on GPU")
-    b.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
+    b.add_argument("--img-size", type=_positive, help="input resolution (default: the model's)")
     b.add_argument("--train", action="store_true", help="time a training step instead of inference")
     b.add_argument("--backend", action="append", choices=bench.RUNNERS, metavar="RUNNER",
                    help=f"only these, repeatable; one of {', '.join(bench.RUNNERS)} "
@@ -96,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile(reference) baseline")
     b.add_argument("--iters", type=_positive, default=5, help="interleaved timing rounds (default 5)")
     b.add_argument("--warmup", type=_non_negative, default=1, help="untimed calls per runner first (default 1)")
-    b.add_argument("--device", help="cpu or cuda (default: cuda if present)")
+    b.add_argument("--device", type=_device_arg, help="cpu or cuda (default: cuda if present)")
     b.add_argument("--threads", type=_positive, help="CPU threads (torch.set_num_threads)")
     b.add_argument("--clock", choices=tuple(bench.CLOCKS), default="wall",
                    help="wall (default) or cpu: process CPU time, robust on a shared machine with --threads 1")
@@ -106,18 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(low: int):
+    """An argparse `type` for ints >= `low` (a usage error naming the flag otherwise, no traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_positive, _non_negative = _int_at_least(1), _int_at_least(0)
 
 
 def _check_model(parser: argparse.ArgumentParser, name) -> None:

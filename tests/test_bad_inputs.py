@@ -91,3 +91,47 @@ def test_window_attention_module_wrong_channels():
 def test_device_mismatch_is_type_error():
     with pytest.raises(TypeError, match="is on"):
         ops.shifted_window_attention(qkv4().cuda(), 2, 4, 2, torch.randn(49, 2))
+
+
+# ------------------------------------------- issue 22.9: the image a model gets, checked at the entry
+
+_FAMILIES = ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "uniformer_small", "vit_tiny_patch16_224",
+             "deit_tiny_distilled_patch16_224", "vit_tiny_r_s16_p8_224"]  # Swin, Swin V2, UniFormer, ViT, DeiT, hybrid
+
+
+@pytest.fixture(scope="module")
+def family_models():
+    return {name: fastwin.create_model(name, num_classes=3).eval() for name in _FAMILIES}
+
+
+@pytest.mark.parametrize("name", _FAMILIES)
+@pytest.mark.parametrize("image,exc,match", [
+    (lambda: torch.randn(1, 3, 32, 32, dtype=torch.float64), TypeError,
+     r"input has dtype torch.float64 but the weights of \w+ are torch.float32"),
+    (lambda: torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), TypeError,
+     r"input must be a floating-point image for \w+, got dtype torch.uint8"),
+    (lambda: torch.zeros(1, 3, 32, 32, dtype=torch.bool), TypeError, "floating-point image.*torch.bool"),
+    (lambda: torch.randn(3, 32, 32), ValueError, r"input must be \[B, 3, H, W\], got shape \(3, 32, 32\)"),
+    (lambda: torch.randn(1, 1, 32, 32), ValueError, r"input must be \[B, 3, H, W\], got shape \(1, 1, 32, 32\)"),
+    (lambda: [[0.0]], TypeError, "input must be a torch.Tensor, got list"),
+])
+def test_model_entry_refuses_a_wrong_image(family_models, name, image, exc, match):
+    """Before: fp64 / uint8 images ended in a raw RuntimeError inside the first convolution (and Swin's
+    wrong-rank message named its PatchEmbed, not the model input)."""
+    model = family_models[name]
+    with torch.no_grad():
+        for entry in (model, model.forward_features, model.forward_intermediates):
+            with pytest.raises(exc, match=match):
+                entry(image())
+
+
+def test_model_entry_takes_other_dtypes_under_autocast_and_in_a_cast_model(family_models):
+    model = family_models["vit_tiny_patch16_224"]
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        for dtype in (torch.float32, torch.bfloat16):
+            assert model(torch.randn(1, 3, 32, 32, dtype=dtype)).shape == (1, 3)
+        with pytest.raises(TypeError, match="autocast casts float32 inputs only"):
+            model(torch.randn(1, 3, 32, 32, dtype=torch.float64))
+    twin = fastwin.create_model("vit_tiny_patch16_224", num_classes=3).eval().double()
+    with torch.no_grad():
+        assert twin(torch.randn(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64

@@ -1,10 +1,12 @@
 """`fastwin info | check | bench` run on CPU with sensible output (issue #12 item 9 included)."""
 import importlib.util
 import io
+import pathlib
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from fastwin import bench, cli
 
@@ -67,6 +69,49 @@ def test_bad_backend_is_rejected_by_argparse(capsys):
 def test_bad_round_count_is_rejected(capsys, value):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--iters", value])
+
+
+def _usage_error(capsys, argv) -> str:
+    """The one-line argparse error `argv` ends in (exit code 2, no traceback)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--batch", "0"), ("--batch", "-3"), ("--batch", "two"), ("--img-size", "0"), ("--img-size", "-224"),
+    ("--threads", "0"), ("--iters", "x"), ("--warmup", "-1"),
+])
+def test_bad_numeric_flags_are_usage_errors(capsys, flag, value):
+    """Before: `--batch 0` silently ran batch 2 and `--batch -3` ended in a traceback."""
+    line = _usage_error(capsys, ["bench", flag, value, "--quiet"])
+    assert line.startswith(f"fastwin bench: error: argument {flag}: must be") and value in line
+
+
+@pytest.mark.parametrize("command", ["check", "bench"])
+@pytest.mark.parametrize("value", ["gpu", "mps", "cuda:x"])
+def test_bad_device_is_a_usage_error(capsys, command, value):
+    line = _usage_error(capsys, [command, "--device", value])
+    assert f"error: argument --device: must be cpu, cuda or cuda:N, got {value!r}" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["check", "bench"])
+def test_cuda_device_without_cuda_is_a_usage_error(capsys, command):
+    """Before: a raw AssertionError ("Torch not compiled with CUDA enabled") from deep inside the run."""
+    line = _usage_error(capsys, [command, "--device", "cuda", "--quiet"])
+    assert line == f"fastwin {command}: error: argument --device: 'cuda': CUDA is not available here " \
+                   "(torch.cuda.is_available() is False; see `fastwin info`)"
+
+
+def test_usage_errors_from_the_console_have_no_traceback():
+    out = subprocess.run([sys.executable, "-m", "fastwin", "bench", "--batch", "-3", "--quiet"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "fastwin bench: error: argument --batch: must be >= 1, got -3"
 
 
 class _Stream(io.StringIO):
@@ -138,7 +183,7 @@ def test_table_shows_spread_and_skips():
     lines = text.splitlines()
     assert lines[1].split()[:4] == ["backend", "ms/step", "min-max", "ms"]
     cpp = next(line for line in lines if line.startswith("cpp"))
-    assert "2.00x [1.50-2.20]" in cpp  # per-round ratios 2.0, 1.5, 2.2
+    assert "2.20x [1.50-2.20]" in cpp  # medians 1.1 / 0.5; per-round ratios 2.0, 1.5, 2.2
     assert any(line.startswith("timm") and "skipped" in line for line in lines)
 
 
@@ -146,7 +191,47 @@ def test_plot_series_follow_the_table_order_with_spreads():
     cases, names, series = bench.plot_series({"case": _results()})
     assert names == ["reference", "auto", "cpp"]  # table order, skipped runners left out
     lo, med, hi = series["cpp"][0]
-    assert (lo, med, hi) == pytest.approx((1.5, 2.0, 2.2))
+    assert (lo, med, hi) == pytest.approx((1.5, 2.2, 2.2))
+
+
+# ------------------------------------- issue 22.11: the speedup column never contradicts the medians
+
+def test_a_slower_median_is_never_shown_as_faster():
+    """Before: the column was the median of per-round ratios (here 1.03x) although auto's median time
+    is the slower one (3.5 vs 3.0 s)."""
+    ref = bench.Result("reference", [1.0, 2.0, 3.0, 4.0, 5.0], 2)
+    auto = bench.Result("auto", [0.9, 1.9, 3.5, 3.9, 4.9], 2)  # per-round ratios 1.11 1.05 0.86 1.03 1.02
+    row = next(line for line in bench.format_table([ref, auto], "t").splitlines() if line.startswith("auto"))
+    assert "0.86x [0.86-1.11] no difference" in row
+    assert bench.ratio_spread(ref.times, auto.times) == pytest.approx((3.0 / 3.5, 3.0 / 3.5, 1.0 / 0.9))
+
+
+@pytest.mark.parametrize("base,other,expect", [
+    ([1.0, 1.0, 1.0], [2.0, 2.1, 1.9], "slower"),
+    ([2.0, 2.1, 1.9], [1.0, 1.0, 1.0], "faster"),
+    ([1.0, 1.0, 1.0], [0.9, 1.1, 1.0], "no difference"),  # range straddles 1.0
+    ([1.0, 3.0, 3.0], [1.1, 2.9, 2.9], "no difference"),  # faster median, one slower round
+])
+def test_verdict_needs_the_median_and_every_round_to_agree(base, other, expect):
+    spread = bench.ratio_spread(base, other)
+    assert bench.verdict(spread) == expect
+    assert bench.format_spread(spread).endswith("no difference") == (expect == "no difference")
+
+
+def test_benchmark_json_and_readme_table_use_the_same_rule():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import harness
+    import make_table
+
+    times = {"reference": [1.0, 2.0, 3.0, 4.0, 5.0], "auto": [0.9, 1.9, 3.5, 3.9, 4.9]}
+    info = harness.speedups(times, "auto")
+    assert info == {"speedup_vs_reference": round(3.0 / 3.5, 3), "speedup_vs_reference_spread": [0.857, 1.111],
+                    "speedup_vs_reference_verdict": "no difference"}
+    # an old file: `speedup_vs_reference` was the median of per-round ratios (1.026): recomputed from the medians
+    row = {"stats": {"median": 3.5}, "extra_info": {"speedup_vs_reference": 1.026,
+                                                    "speedup_vs_reference_spread": [0.857, 1.111]}}
+    index = {("case", "reference"): {"stats": {"median": 3.0}}}
+    assert make_table._fmt(make_table._speedup(row, "reference", index, "case")) == "0.86× [0.86–1.11] no difference"
 
 
 def test_plot_legend_is_outside_the_bars(tmp_path):

@@ -110,3 +110,96 @@ def test_ops_refuse_a_scale_that_overflows_fp32(op):
         call(1e39)
     assert not call(1e3).isnan().any()
     assert math.isfinite(checks.scale(1e39, D))
+
+
+# ------------------------------------------------------------------- issue 22.5: depthwise conv, empty maps
+
+def _conv_backends():
+    return [pytest.param("auto")] + _backends()
+
+
+@pytest.mark.parametrize("backend", _conv_backends())
+@pytest.mark.parametrize("bchw", [(0, 4, 5, 5), (2, 0, 5, 5), (2, 4, 0, 5), (2, 4, 5, 0)])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_dwconv_empty_map_gives_an_empty_result_on_every_backend(backend, bchw, layout):
+    """Before: `reference` / `auto` raised F.conv2d's errors for C = 0 or a map smaller than the kernel."""
+    B, C, H, W = bchw
+    shape = (B, C, H, W) if layout == "NCHW" else (B, H, W, C)
+    x = torch.randn(shape, requires_grad=True)
+    weight, bias = torch.randn(C, 1, 3, 3, requires_grad=True), torch.randn(C, requires_grad=True)
+    ln_w, ln_b = torch.randn(C, requires_grad=True), torch.randn(C, requires_grad=True)
+    with fastwin.set_backend(backend, strict=backend != "auto"):
+        for residual in (False, True):
+            out = ops.dwconv2d(x, weight, bias, residual=residual, layout=layout)
+            assert out.shape == shape and out.dtype == x.dtype
+        tokens, normed = ops.dwconv_layernorm(x, weight, bias, ln_w, ln_b, layout=layout)
+        assert tokens.shape == normed.shape == (B, H * W, C)
+        grads = _grads(out + 0 * (tokens.sum() + normed.sum()), x, weight, bias, ln_w, ln_b)
+    assert grads[0].shape == x.shape
+    for g, t in zip(grads[1:], (weight, bias, ln_w, ln_b)):  # nothing convolved: no gradient, or a zero one
+        assert g is None or (g.shape == t.shape and not g.any())
+
+
+# ------------------------------------------------- issue 22.6: non-finite logit_scale and LayerNorm eps
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("op", ["window_attention", "shifted_window_attention"])
+def test_non_finite_logit_scale_is_value_error(op, bad):
+    """Before: accepted, and the output was NaN (SPEC §7: NaN-producing scales are a ValueError)."""
+    logit_scale = torch.tensor([2.0, bad])
+    call = {
+        "window_attention": lambda ls: ops.window_attention(torch.randn(2, 4, C3), HEADS, 2, logit_scale=ls),
+        "shifted_window_attention": lambda ls: ops.shifted_window_attention(torch.randn(1, 3, 3, C3), HEADS, 2, 1,
+                                                                            logit_scale=ls),
+    }[op]
+    with pytest.raises(ValueError, match="logit_scale must be finite"):
+        call(logit_scale)
+    assert call(torch.tensor([2.0, 30.0])).isfinite().all()
+
+
+def test_non_finite_logit_scale_under_vmap_is_still_refused():
+    """The check reads through torch.func wrappers (a vmap batch cannot be bool()-ed)."""
+    qkv = torch.randn(3, 2, 4, C3)
+    good, bad = torch.ones(3, HEADS), torch.ones(3, HEADS)
+    bad[1, 0] = math.nan
+    attend = torch.func.vmap(lambda q, ls: ops.window_attention(q, HEADS, 2, logit_scale=ls, backend="reference"))
+    assert attend(qkv, good).shape == (3, 2, 4, HEADS * D)
+    with pytest.raises(ValueError, match="logit_scale must be finite"):
+        attend(qkv, bad)
+
+
+def test_swin_v2_attention_refuses_a_nan_logit_scale_parameter_once_per_update():
+    from fastwin.layers.swin_v2_block import WindowAttentionV2
+
+    attn = WindowAttentionV2(32, 2, HEADS).eval()
+    x = torch.randn(3, 4, 32)
+    with torch.no_grad():
+        assert attn(x).isfinite().all()
+        attn.logit_scale[1] = math.inf  # clamped to log(100) by the module: finite logits, accepted
+        assert attn(x).isfinite().all()
+        attn.logit_scale[0] = math.nan  # an in-place update: the module checks the new value
+        with pytest.raises(ValueError, match="logit_scale must be free of NaN"):
+            attn(x)
+        attn.logit_scale.fill_(1.0)
+        assert attn(x).isfinite().all()
+
+
+@pytest.mark.parametrize("eps", [math.inf, -math.inf, math.nan, 0.0, -1e-6])
+def test_dwconv_layernorm_refuses_a_non_finite_or_non_positive_eps(eps):
+    """Before: eps=inf was accepted (every normalized value becomes 0 / NaN)."""
+    x, w = torch.randn(1, 4, 5, 5), torch.randn(4, 1, 3, 3)
+    with pytest.raises(ValueError, match="eps must be a positive finite float"):
+        ops.dwconv_layernorm(x, w, None, None, None, eps=eps)
+    with pytest.raises(TypeError, match="eps must be a float"):
+        ops.dwconv_layernorm(x, w, None, None, None, eps="1e-6")
+    assert ops.dwconv_layernorm(x, w, None, None, None, eps=1e-5)[1].isfinite().all()
+
+
+def test_logit_scale_check_keeps_fullgraph_compile():
+    """The value check is skipped while torch.compile traces (reading values would break the graph)."""
+    torch._dynamo.reset()
+    attend = torch.compile(lambda q, ls: ops.window_attention(q, HEADS, 2, logit_scale=ls, backend="reference"),
+                           fullgraph=True, backend="eager")
+    qkv, logit_scale = torch.randn(2, 4, C3), torch.tensor([2.0, 30.0])
+    torch.testing.assert_close(attend(qkv, logit_scale),
+                               ops.window_attention(qkv, HEADS, 2, logit_scale=logit_scale, backend="reference"))

@@ -68,7 +68,7 @@ def expected_backend(name: str, device: str) -> str:
 def swap_checked(model, family: str):
     _, report = fastwin.swap(model)
     layers = sum(1 for n, _ in model.named_modules() if re.fullmatch(r".*\.blocks\.\d+", n))
-    assert report.counts() == {RULES[family]: layers} and not report.skipped, str(report)
+    assert report.counts() == {RULES[family]: layers} and not report.left, str(report)
     return report
 
 
@@ -292,9 +292,9 @@ def test_report_lists_layers_left_unswapped():
     layer.__class__ = Doubled
     _, report = fastwin.swap(model)
     assert report.counts() == {"hf_swin_layer": 3}
-    assert report.skipped == [("swin.encoder.layers.0.blocks.0", "hf_swin_layer: the fused path did not reproduce "
-                                                                  "it on a random input")]
-    assert "left as it was: swin.encoder.layers.0.blocks.0" in str(report)
+    assert report.left == [("swin.encoder.layers.0.blocks.0", "hf_swin_layer",
+                            "the fused path did not reproduce it on a random input")]
+    assert "left 1 as they were: swin.encoder.layers.0.blocks.0" in str(report)
     assert "output_attentions=True" in str(report)  # the call-time note
 
 
@@ -307,8 +307,8 @@ def test_meta_device_layers_are_left_and_reported():
     except RuntimeError as exc:  # transformers 4 reads values while building (drop-path rates)
         pytest.skip(f"this transformers version cannot build on the meta device: {exc}")
     _, report = fastwin.swap(model)
-    assert report.replaced == [] and len(report.skipped) == 2
-    assert all("meta device" in why for _, why in report.skipped)
+    assert report.replaced == [] and len(report.left) == 2
+    assert all("meta device" in why for _, _, why in report.left)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -79,8 +79,13 @@ def cpb_bias_table(cpb_mlp: nn.Module, coords: torch.Tensor, num_heads: int) -> 
 
 def logit_multiplier(logit_scale: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Cosine-attention multipliers from the learned log scale: [heads] (or [heads, 1, 1]) -> [heads],
-    exp(min(logit_scale, log 100))."""
-    return torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp().view(num_heads)
+    exp(min(logit_scale, log 100)).
+
+    Finite whenever the parameter has no NaN (clamped, then exp), so its values are checked once per
+    parameter update (`ops.checks.vouch_finite`), not by every op call.
+    """
+    multiplier = torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp().view(num_heads)
+    return ops.checks.vouch_finite("logit_scale", logit_scale, multiplier, "an inf or NaN multiplier makes the logits NaN")
 
 
 class WindowAttentionV2(nn.Module):

@@ -53,8 +53,12 @@ def feature_take_indices(num_features: int, indices: Indices = None) -> Tuple[Li
     return take, max(take)
 
 
-def check_image(x, in_chans: int) -> None:
+def check_image(x, in_chans: int, model: Optional[nn.Module] = None) -> None:
     """TypeError / ValueError unless `x` is a [B, in_chans, H, W] tensor (before any layer runs).
+
+    With `model`, `x` must also be floating point, of the model's parameter dtype (any dtype under
+    autocast, which casts it) and on their device: a uint8 or fp64 image is refused here, by name,
+    instead of failing inside the first convolution.
 
     Skipped for a torch.fx Proxy (`fastwin.utils.fx_proxy`): tracing has no shape to check; the
     traced graph keeps the fused ops as calls, which check the tensors they get.
@@ -65,6 +69,24 @@ def check_image(x, in_chans: int) -> None:
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != in_chans:
         raise ValueError(f"input must be [B, {in_chans}, H, W], got shape {tuple(x.shape)}")
+    if model is None:
+        return
+    name = type(model).__name__
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point image for {name}, got dtype {x.dtype} "
+                        "(convert and normalize it first, e.g. `x.float() / 255`)")
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if weight is None:
+        return
+    if x.device != weight.device:
+        raise TypeError(f"input is on {x.device} but the weights of {name} are on {weight.device}")
+    # autocast casts fp32 (and the lower-precision dtype itself) to its dtype, never fp64
+    dev = x.device.type
+    autocast = (torch.float32, torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else ()
+    if x.dtype != weight.dtype and x.dtype not in autocast:
+        hint = " (autocast casts float32 inputs only)" if autocast else " (or run under torch.autocast)"
+        raise TypeError(f"input has dtype {x.dtype} but the weights of {name} are {weight.dtype}; cast one of "
+                        f"them{hint}")
 
 
 def check_output_fmt(output_fmt: str, allowed: Sequence[str] = OUTPUT_FORMATS) -> str:

@@ -36,7 +36,7 @@ from ..layers import PatchEmbed
 from ..layers.swin_block import PatchMerging, SwinTransformerBlock
 from ..utils import init_weights_trunc_normal, pair
 from .checkpoint import checkpoint_filter
-from .features import check_output_fmt, feature_take_indices, to_format
+from .features import check_image, check_output_fmt, feature_take_indices, to_format
 from .pooling import MAP_POOLS, check_pool, pool_map, pooled_width
 from .registry import pretrained_cfg, register_model, with_pretrained_cfg
 
@@ -240,6 +240,9 @@ class SwinTransformer(nn.Module):
                      if num_classes > 0 else nn.Identity())
         self.head.apply(init_weights_trunc_normal)
 
+    def _check_input(self, x) -> None:
+        check_image(x, self.patch_embed.proj.in_channels, self)
+
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -264,6 +267,7 @@ class SwinTransformer(nn.Module):
             `(final normalized map [B, H', W', C], maps)`.
         """
         check_output_fmt(output_fmt)
+        self._check_input(x)
         take, last = feature_take_indices(len(self.layers), indices)
         layers = self.layers[:last + 1] if stop_early else self.layers
         maps = []
@@ -297,6 +301,7 @@ class SwinTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_chans, H, W] -> normalized last-stage map [B, H', W', num_features]."""
+        self._check_input(x)
         x = self.pos_drop(self.patch_embed(x))  # [B, H/p, W/p, C], image padded to the patch size
         for layer in self.layers:
             x = layer(x)

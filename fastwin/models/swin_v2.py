@@ -229,7 +229,7 @@ class SwinTransformerV2(nn.Module):
         self.head_hidden_size = self.head.num_features
 
     def _check_input(self, x) -> None:
-        check_image(x, self.in_chans)
+        check_image(x, self.in_chans, self)
 
     def forward_intermediates(
         self,

@@ -328,7 +328,7 @@ class UniFormer(nn.Module):
                      if num_classes > 0 else nn.Identity())
 
     def _check_input(self, x):
-        check_image(x, self.in_chans)
+        check_image(x, self.in_chans, self)
         if not self.conv_stem and not fx_proxy(x) and min(x.shape[-2:]) < 32:
             # patch stem: 4x then three 2x patchifications need at least a 32 px side
             raise ValueError(f"input must be at least 32x32 for the patch stem, got {tuple(x.shape[-2:])}")

@@ -247,7 +247,7 @@ class VisionTransformer(nn.Module):
         return self.pos_drop(x + pos)
 
     def _check_input(self, x) -> None:
-        check_image(x, self.in_chans)
+        check_image(x, self.in_chans, self)
 
     def forward_intermediates(
         self,

@@ -92,6 +92,7 @@ def _logit_scale(t, qkv: torch.Tensor, num_heads: int) -> Optional[torch.Tensor]
     if t.numel() != num_heads:
         raise ValueError(f"logit_scale must have num_heads = {num_heads} elements ([heads] or [heads, 1, 1]), "
                          f"got shape {tuple(t.shape)}")
+    checks.finite_tensor("logit_scale", t, "an inf or NaN multiplier makes the logits NaN")
     return t.reshape(num_heads).to(qkv.dtype)
 
 
@@ -328,10 +329,9 @@ def _dwconv_layernorm(x, weight, bias, ln_weight, ln_bias, eps=1e-6, layout="NCH
     channels = _check_dwconv(x, weight, bias, layout)
     checks.optional_like("ln_weight", ln_weight, x, "x", (channels,))
     checks.optional_like("ln_bias", ln_bias, x, "x", (channels,))
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    eps = checks.finite_float("eps", eps, positive=True)
     call = _conv_call("dwconv_layernorm", x, weight, bias, layout, channels, True, ln_weight, ln_bias)
-    return call, (x, weight, bias, ln_weight, ln_bias, float(eps), layout)
+    return call, (x, weight, bias, ln_weight, ln_bias, eps, layout)
 
 
 def dwconv_layernorm(

@@ -6,9 +6,11 @@ Every check runs in Python before any kernel launch and raises `ValueError` (bad
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Optional, Sequence, Tuple
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from ..utils import fx_proxy
 from ..utils import pair  # noqa: F401  (re-exported: checks.pair is used by the ops)
@@ -94,3 +96,70 @@ def heads_and_dim(name: str, channels3: int, num_heads: int, shape) -> int:
 def bias_table(t, qkv: torch.Tensor, window: Tuple[int, int], num_heads: int):
     shape = ((2 * window[0] - 1) * (2 * window[1] - 1), num_heads)
     return optional_like("rel_pos_bias_table", t, qkv, "qkv", shape)
+
+
+def finite_float(name: str, v, positive: bool = False) -> float:
+    """A finite (optionally > 0) Python number, e.g. a LayerNorm `eps`: inf / NaN would give NaN outputs."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(v).__name__}")
+    # Comparisons, not math.isfinite: torch.compile(dynamic=True) traces module floats symbolically.
+    if v != v or abs(v) == math.inf or (positive and not v > 0):
+        kind = "a positive finite float" if positive else "a finite float"
+        raise ValueError(f"{name} must be {kind}, got {v!r}")
+    return float(v)
+
+
+# Tensors whose values are known finite without reading them: derived by `vouch_finite` from a
+# parameter already checked at its current version. id -> tensor (weak: no tensor kept alive).
+_VOUCHED: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+
+
+def _values_unreadable(t: torch.Tensor) -> bool:
+    """True where a tensor's values cannot be read without breaking the caller: torch.compile / export
+    tracing (a graph break), torch.fx proxies, meta and fake tensors, CUDA graph capture."""
+    if torch.compiler.is_compiling() or isinstance(t, torch.fx.Proxy) or t.is_meta or is_fake(t):
+        return True
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """The tensor under torch.func's wrappers (a vmap batch cannot be bool()-ed or listed): all its values."""
+    t = t.detach()
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def finite_tensor(name: str, t: torch.Tensor, why: str, allow_inf: bool = False) -> None:
+    """ValueError if `t` holds inf or NaN (SPEC §7: NaN-producing inputs are refused before any kernel).
+
+    Reading the values costs a device sync on CUDA. It is skipped where values cannot be read (see
+    `_values_unreadable`: compiled graphs and CUDA graphs stay sync- and break-free) and for tensors a
+    module vouched for (`vouch_finite`), so a model pays one sync per parameter update, not per call.
+    """
+    if _VOUCHED.get(id(t)) is t or _values_unreadable(t):
+        return
+    values = _plain(t)
+    bad = values.isnan().any() if allow_inf else ~torch.isfinite(values).all()
+    if bool(bad):
+        kind = "free of NaN" if allow_inf else "finite"
+        raise ValueError(f"{name} must be {kind} ({why}), got {values.flatten().tolist()[:8]}")
+
+
+def vouch_finite(name: str, param: torch.Tensor, derived: torch.Tensor, why: str) -> torch.Tensor:
+    """Check `param` for NaN once per value (its version counter and storage), and mark `derived` (a
+    function of it that is finite whenever `param` has no NaN, e.g. exp(clamp(p, max=...))) so that
+    `finite_tensor` does not read it again.
+
+    Returns `derived`.
+    """
+    if _values_unreadable(param) or _values_unreadable(derived):
+        return derived
+    if torch._C._functorch.is_functorch_wrapped_tensor(param):  # no storage to key on: the op checks `derived`
+        return derived
+    key = (param._version, param.data_ptr())
+    if getattr(param, "_fastwin_finite_at", None) != key:
+        finite_tensor(name, param, why, allow_inf=True)
+        param._fastwin_finite_at = key
+    _VOUCHED[id(derived)] = derived
+    return derived

@@ -25,11 +25,22 @@ def dwconv2d_ref(
         same shape and layout as `x`.
     """
     xin = x.permute(0, 3, 1, 2) if layout == "NHWC" else x
+    if x.numel() == 0:  # F.conv2d refuses C = 0 and maps smaller than the kernel; the result is empty anyway
+        return _empty_like_input(x, weight, bias)
     k = weight.shape[-1]
     out = F.conv2d(xin, weight, bias, padding=k // 2, groups=xin.shape[1])
     if residual:
         out = out + xin
     return out.permute(0, 2, 3, 1) if layout == "NHWC" else out
+
+
+def _empty_like_input(x: torch.Tensor, *others: Optional[torch.Tensor]) -> torch.Tensor:
+    """An empty result shaped like `x` that keeps every input in the graph (zero gradients), as the
+    attention references do for empty maps."""
+    out = x.clone()
+    for t in others:
+        out = out if t is None else out + t.sum() * 0
+    return out
 
 
 def dwconv_layernorm_ref(
@@ -53,4 +64,6 @@ def dwconv_layernorm_ref(
     """
     y = dwconv2d_ref(x, weight, bias, residual=True, layout=layout)
     tokens = y.flatten(2).transpose(1, 2) if layout == "NCHW" else y.flatten(1, 2)
+    if tokens.numel() == 0:  # layer_norm over C = 0 channels is an error; there is nothing to normalize
+        return tokens, _empty_like_input(tokens, ln_weight, ln_bias)
     return tokens, F.layer_norm(tokens, (tokens.shape[-1],), ln_weight, ln_bias, eps)

@@ -14,9 +14,9 @@ import sys
 import types
 
 from . import swin, swin_v2, uniformer, vit, hf_swin  # noqa: F401  (register the families' rules, in this order)
-from .core import SwapReport, SwapRule, register_swap, swap
+from .core import Contract, Probe, SwapReport, SwapRule, register_swap, swap
 
-__all__ = ["SwapReport", "SwapRule", "register_swap", "swap"]
+__all__ = ["Contract", "Probe", "SwapReport", "SwapRule", "register_swap", "swap"]
 
 
 class _CallableModule(types.ModuleType):

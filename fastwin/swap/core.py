@@ -1,25 +1,46 @@
 """The swap driver: rules, report and the in-place replacement walk.
 
-Families (`fastwin.swap.swin`, `.uniformer`, `.vit`) register rules with `register_swap(name, matches, convert)`:
+Families (`fastwin.swap.swin`, `.uniformer`, `.vit`) register rules with
+`register_swap(name, matches, convert, contract=None, twin=None)`:
     matches(module) -> bool          recognise a foreign module by its structure
     convert(module) -> nn.Module     a fastwin module computing the same function with the same weights
                                      (built around the module's own submodules where it can)
+    contract(module, probe) -> Contract
+                                     the forward contract the replacement has: calls both must take
+                                     with equal outputs (`accepts`), and calls the replacement refuses,
+                                     which the module must refuse too (`refuses`: a module that also
+                                     takes them is called that way somewhere, and would break)
+    twin(module) -> nn.Module        a CPU module with values to probe in place of a meta one
+                                     (default `random_twin`)
+A module is replaced only after its contract is verified on random inputs (`verify`); a module whose
+structure matches but whose forward does not is left as it is, and `SwapReport.left` says why.
 Rules are tried in registration order on each module, outermost first; a replaced module's children
-are not visited again (a swapped block already contains fastwin attention).
+are not visited again (a swapped block already contains fastwin attention). Rules registered with
+`register_planned_swap` verify inside their own `plan` (whole Swin blocks).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
 import weakref
 from collections import Counter
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..ops import relative_position_index
 from ..utils import pair
+
+
+@dataclasses.dataclass
+class Contract:
+    """Probe calls (argument tuples) that verify a replacement against the module it replaces."""
+
+    accepts: Sequence[tuple]
+    refuses: Sequence[tuple] = ()
 
 
 @dataclasses.dataclass
@@ -27,6 +48,8 @@ class SwapRule:
     name: str
     matches: Callable[[nn.Module], bool]
     convert: Callable[[nn.Module], nn.Module]
+    contract: Optional[Callable[[nn.Module, "Probe"], Contract]] = None
+    twin: Optional[Callable[[nn.Module], nn.Module]] = None
     note: str = ""  # what the report says once about every module this rule replaced (call-time limits)
     # Why a module the rule recognised was left as it was (None: not recognised), asked after `matches` said no.
     skip_reason: Optional[Callable[[nn.Module], Optional[str]]] = None
@@ -35,9 +58,125 @@ class SwapRule:
 _RULES: List[SwapRule] = []
 
 
-def register_swap(name: str, matches: Callable, convert: Callable, note: str = "",
-                  skip_reason: Optional[Callable] = None) -> None:
-    _RULES.append(SwapRule(name, matches, convert, note, skip_reason))
+def register_swap(name: str, matches: Callable, convert: Callable, contract: Optional[Callable] = None,
+                  twin: Optional[Callable] = None, note: str = "", skip_reason: Optional[Callable] = None) -> None:
+    """Add a rule (see the module docstring). Without `contract` the rule must verify in `matches`
+    itself (as `register_planned_swap` rules do). `note`: what the report says once about the modules
+    it replaced; `skip_reason(m)`: why a module it recognised but did not match was left (or None)."""
+    _RULES.append(SwapRule(name, matches, convert, contract, twin, note, skip_reason))
+
+
+class Probe:
+    """Runs a module and a candidate replacement on the same random inputs, in eval mode, without grad."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        ref = next(itertools.chain(module.parameters(), module.buffers()), None)
+        self.device = ref.device if ref is not None else torch.device("cpu")
+        self.dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        self.tol = 1e-4 if self.dtype in (torch.float32, torch.float64) else 2e-2
+        self.gen = torch.Generator().manual_seed(0)
+
+    def randn(self, *shape):
+        return torch.randn(*shape, generator=self.gen).to(self.device, self.dtype)
+
+    def close(self, a, b) -> bool:
+        """Equal up to `tol` (max error relative to max |b|); tuples / lists element by element (None
+        only matches None), e.g. Hugging Face attention's `(output, weights)`."""
+        if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+            return len(a) == len(b) and all((x is None and y is None) or self.close(x, y) for x, y in zip(a, b))
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
+            return False
+        scale = b.detach().double().abs().max().clamp_min(1e-6)
+        return bool(((a.double() - b.double()).abs().max() / scale) <= self.tol)
+
+    def run(self, fn, *others: nn.Module):
+        """`fn()` with the module and `others` (the candidate) in eval mode, modes restored after; None
+        when it raises (the module refused this input)."""
+        modules = [mod for root in (self.module, *others) for mod in root.modules()]
+        modes = [(mod, mod.training) for mod in modules]  # pre-order: a parent is restored before its children
+        for root in (self.module, *others):
+            root.eval()
+        try:
+            with torch.no_grad():
+                return fn()
+        except Exception:  # the module refused this input: not a match for this probe
+            return None
+        finally:
+            for mod, mode in modes:
+                mod.train(mode)
+
+
+def on_meta(m: nn.Module) -> bool:
+    return any(t.is_meta for t in itertools.chain(m.parameters(), m.buffers()))
+
+
+def random_twin(m: nn.Module) -> nn.Module:
+    """A CPU copy of module `m` (meta or not) to probe: same class and structure, random weights.
+
+    Weights get fan-in-scaled normals and 1-D `weight`s values around 1 (so activations stay O(1)).
+    Buffers keep their values, except on meta, where they have none: there integer buffers are zeroed,
+    except `relative_position_index` buffers, which get what the official constructors compute for
+    their module's `window_size` (float buffers get random values: rules fix theirs in their twin).
+    Anything else random can only make a probe fail, never pass wrongly.
+    """
+    meta = on_meta(m)
+    twin = copy.deepcopy(m)
+    twin = twin.to_empty(device="cpu") if meta else twin.cpu()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        # buffers keep their values where they have them (a foreign mask or coordinate table as it is)
+        randomize_parameters_(twin, gen)
+        for name, t in twin.named_buffers() if meta else ():
+            if not t.is_floating_point():
+                t.zero_()
+            elif t.dim() >= 2:
+                t.copy_(torch.randn(t.shape, generator=gen) * t.shape[-1] ** -0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
+        for mod in twin.modules() if meta else ():
+            window = pair_or_none(getattr(mod, "window_size", None))
+            index = getattr(mod, "relative_position_index", None)
+            if window is not None and isinstance(index, torch.Tensor):
+                want = relative_position_index(window)
+                if index.shape == want.shape:
+                    index.copy_(want)
+    return twin
+
+
+def _describe(args) -> str:
+    return ", ".join(f"[{', '.join(map(str, a.shape))}]" if isinstance(a, torch.Tensor) else repr(a) for a in args)
+
+
+def verify(rule: SwapRule, module: nn.Module) -> Optional[str]:
+    """None when `new` (the rule's replacement of `module`) keeps `module`'s forward contract, else why not.
+
+    The probe runs on the rule's twin of `module` (`random_twin` by default: a CPU copy with random
+    weights) and the twin's replacement, never on `module` itself: its own weights may hide a
+    difference (a zero-initialized projection makes any attention agree), and a meta module has none.
+    """
+    if rule.contract is None:
+        return None
+    try:
+        module = (rule.twin or random_twin)(module)
+        new = _convert_like(rule, module)
+    except Exception as exc:  # a module that cannot be copied or converted cannot be verified
+        return f"it could not be copied to probe ({type(exc).__name__}: {exc})"[:200]
+    probe = Probe(module)
+    contract = rule.contract(module, probe)
+    for args in contract.accepts:
+        want = probe.run(lambda: module(*args))
+        if want is None:
+            return f"its forward refuses a {_describe(args)} input, which the replacement takes"
+        got = probe.run(lambda: new(*args), new)
+        if got is None:
+            return f"the replacement refuses a {_describe(args)} input, which its forward takes"
+        if not probe.close(got, want):
+            return f"the replacement computes another function on a {_describe(args)} input"
+    for args in contract.refuses:
+        if probe.run(lambda: module(*args)) is not None:
+            return f"its forward also takes a {_describe(args)} input, which the replacement refuses"
+    return None
 
 
 _SWIN_BLOCK_CHILDREN = {"norm1", "attn", "norm2", "mlp", "drop_path", "drop_path1", "drop_path2"}
@@ -114,16 +253,17 @@ def register_planned_swap(name: str, parts: Callable, plan: Callable, note: str 
             raise RuntimeError(f"{name}: {type(m).__name__} no longer matches (changed since it was probed?)")
         return built
 
-    register_swap(name, matches, convert, note, lambda m: reasons.pop(m, None))
+    register_swap(name, matches, convert, note=note, skip_reason=lambda m: reasons.pop(m, None))
 
 
 @dataclasses.dataclass
 class SwapReport:
-    """What `swap` replaced: (module path, rule name) pairs; what it recognised but left as it was:
-    (module path, reason) pairs; and per rule used, what its replacements do not cover (`notes`)."""
+    """What `swap` replaced: (module path, rule name) pairs; what it left: (path, rule, why) for modules
+    a rule recognised but left as they were (the probe did not confirm their forward contract, or the
+    rule says why); and per rule used, what its replacements do not cover (`notes`)."""
 
     replaced: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
-    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    left: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
     notes: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def counts(self):
@@ -134,17 +274,19 @@ class SwapReport:
 
     def __str__(self):
         if not self.replaced:
-            return "fastwin.swap: nothing replaced (no supported modules found)" + self._skipped_text()
-        text = "fastwin.swap replaced " + ", ".join(f"{n} x {r}" for r, n in sorted(self.counts().items()))
-        root = [rule for path, rule in self.replaced if path == ""]
-        if root:
-            text += f" (the module passed in was a {root[0]}: use the returned module)"
+            text = "fastwin.swap: nothing replaced (no supported modules found)"
+        else:
+            text = "fastwin.swap replaced " + ", ".join(f"{n} x {r}" for r, n in sorted(self.counts().items()))
+            root = [rule for path, rule in self.replaced if path == ""]
+            if root:
+                text += f" (the module passed in was a {root[0]}: use the returned module)"
         for rule, note in sorted(self.notes.items()):
             text += f"\n  {rule}: {note}"
-        return text + self._skipped_text()
-
-    def _skipped_text(self) -> str:
-        return "".join(f"\n  left as it was: {path or '<root>'}: {why}" for path, why in self.skipped)
+        if self.left:
+            path, rule, why = self.left[0]
+            more = f" and {len(self.left) - 1} more (report.left)" if len(self.left) > 1 else ""
+            text += f"\n  left {len(self.left)} as they were: {path or '<root>'} ({rule}): {why}{more}"
+        return text
 
 
 def _convert_like(rule: SwapRule, module: nn.Module) -> nn.Module:
@@ -170,8 +312,17 @@ def _convert_like(rule: SwapRule, module: nn.Module) -> nn.Module:
     return new
 
 
-def _rule_for(module: nn.Module):
-    return next((r for r in _RULES if r.matches(module)), None)
+def _replacement(module: nn.Module, path: str, report: SwapReport):
+    """(rule, verified replacement) of the first rule that matches `module` and keeps its contract, or
+    (None, None); each matching rule whose probe fails is recorded in `report.left`."""
+    for rule in _RULES:
+        if not rule.matches(module):
+            continue
+        why = verify(rule, module)
+        if why is None:
+            return rule, _convert_like(rule, module)
+        report.left.append((path, rule.name, why))
+    return None, None
 
 
 def _record(report: SwapReport, path: str, rule: SwapRule) -> None:
@@ -185,39 +336,38 @@ def _record_skip(report: SwapReport, path: str, module: nn.Module) -> None:
     for rule in _RULES:
         why = rule.skip_reason(module) if rule.skip_reason is not None else None
         if why:
-            report.skipped.append((path, f"{rule.name}: {why}"))
+            report.left.append((path, rule.name, why))
             return
 
 
 def _swap_children(parent: nn.Module, prefix: str, report: SwapReport) -> None:
     for name, child in list(parent.named_children()):
         path = f"{prefix}{name}"
-        rule = _rule_for(child)
+        rule, new = _replacement(child, path, report)
         if rule is not None:
-            setattr(parent, name, _convert_like(rule, child))
+            setattr(parent, name, new)
             _record(report, path, rule)
         else:
             _record_skip(report, path, child)
             _swap_children(child, path + ".", report)
 
 
-def _swap_root(module: nn.Module, rule: SwapRule, report: SwapReport) -> nn.Module:
+def _swap_root(module: nn.Module, rule: SwapRule, new: nn.Module, report: SwapReport) -> nn.Module:
     """A supported module passed on its own: replace what is inside it in place, return its replacement.
 
-    The replacement is built first (rules match on the untouched module); then each supported child
-    is replaced in place by the replacement's module of the same name where there is one (the very
-    same object, so both share everything) or by its own conversion, and unsupported children are
-    walked as usual.
+    The replacement `new` is built first (rules match on the untouched module); then each supported
+    child is replaced in place by the replacement's module of the same name where there is one (the
+    very same object, so both share everything) or by its own conversion, and unsupported children
+    are walked as usual.
     """
-    new = _convert_like(rule, module)
     for name, child in list(module.named_children()):
-        child_rule = _rule_for(child)
+        child_rule, child_new = _replacement(child, name, report)
         if child_rule is None:
             _record_skip(report, name, child)
             _swap_children(child, f"{name}.", report)
             continue
         shared = getattr(new, name, None)
-        use = shared if isinstance(shared, nn.Module) and shared is not child else _convert_like(child_rule, child)
+        use = shared if isinstance(shared, nn.Module) and shared is not child else child_new
         setattr(module, name, use)
         _record(report, name, child_rule)
     if not report.replaced:
@@ -233,13 +383,17 @@ def swap(model: nn.Module) -> Tuple[nn.Module, SwapReport]:
     """Replace supported attention/block modules of `model` with fastwin's, in place.
 
     Weights are kept (the same parameter objects, so an optimizer built before still holds them), so
-    outputs are unchanged up to floating-point rounding. A foreign Swin block becomes the fused
+    outputs are unchanged up to floating-point rounding. A module is replaced only after a probe on
+    random inputs shows that the replacement keeps its forward contract (same outputs on the inputs
+    the replacement takes; the module refuses those it refuses); others are left as they are and
+    listed in `report.left` with the reason (NesT / VOLO / SAM-ViT / FastViT attention, which take
+    4-D maps, for example). A foreign Swin block becomes the fused
     `SwinTransformerBlock` only where a probe shows that it computes the same function (in eval mode,
     every module's train/eval mode restored after); otherwise only its attention is replaced.
 
     Hugging Face transformers Swin layers become instances of a fastwin subclass of their own class
     (same submodules and parameters; `fastwin.swap.hf_swin`), after a probe; one that fails it is left
-    as it was and listed in `report.skipped`, and what they hand back to transformers' code at call
+    as it was and listed in `report.left`, and what they hand back to transformers' code at call
     time is in `report.notes`.
 
     A bare block (a supported module with no parent, e.g. one official `SwinTransformerBlock`) cannot
@@ -264,8 +418,8 @@ def swap(model: nn.Module) -> Tuple[nn.Module, SwapReport]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"swap() expects an nn.Module, got {type(model).__name__}")
     report = SwapReport()
-    rule = _rule_for(model)
+    rule, new = _replacement(model, "", report)
     if rule is not None:
-        return _swap_root(model, rule, report), report
+        return _swap_root(model, rule, new, report), report
     _swap_children(model, "", report)
     return model, report

@@ -11,9 +11,7 @@ block's own modules, so meta goes in and meta comes out.
 """
 from __future__ import annotations
 
-import copy
 import inspect
-import itertools
 import re
 from typing import Optional
 
@@ -23,7 +21,8 @@ import torch.nn as nn
 from ..layers import SwinTransformerBlock, WindowAttention, checks
 from ..ops import PAD_ORDERS, relative_position_index, shift_mask
 from ..utils import ceil_div
-from .core import pair_or_none, register_planned_swap, register_swap, swin_block_parts
+from .core import (Contract, Probe, on_meta, pair_or_none, random_twin, register_planned_swap, register_swap,
+                   swin_block_parts)
 
 _ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax"}
 
@@ -125,41 +124,6 @@ def _source_pad_order(cls) -> Optional[str]:
     return "roll_pad" if roll < pad.start() else "pad_roll"
 
 
-class _Probe:
-    """Runs the foreign block and a candidate on the same random input, in eval mode, without grad."""
-
-    def __init__(self, block: nn.Module):
-        self.block = block
-        ref = next(block.parameters())
-        self.device, self.dtype = ref.device, ref.dtype
-        self.tol = 1e-4 if ref.dtype in (torch.float32, torch.float64) else 2e-2
-        self.gen = torch.Generator().manual_seed(0)
-
-    def randn(self, *shape):
-        return torch.randn(*shape, generator=self.gen).to(self.device, self.dtype)
-
-    def close(self, a, b) -> bool:
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
-            return False
-        scale = b.detach().double().abs().max().clamp_min(1e-6)
-        return bool(((a.double() - b.double()).abs().max() / scale) <= self.tol)
-
-    def run(self, fn, *others: nn.Module):
-        """`fn()` with the foreign block and `others` (the candidate) in eval mode; modes restored after."""
-        modules = [mod for root in (self.block, *others) for mod in root.modules()]
-        modes = [(mod, mod.training) for mod in modules]  # pre-order: a parent is restored before its children
-        for root in (self.block, *others):
-            root.eval()
-        try:
-            with torch.no_grad():
-                return fn()
-        except Exception:  # the foreign block refused this input: not a match for this probe
-            return None
-        finally:
-            for mod, mode in modes:
-                mod.train(mode)
-
-
 def _block_parts(m):
     """(attn, norm1, norm2, mlp, drop_path, window, shift) of a Swin v1 block, or None."""
     parts = swin_block_parts(m, SwinTransformerBlock,
@@ -171,37 +135,11 @@ def _block_parts(m):
     return attn, norm1, norm2, mlp, drop_path, window, shift
 
 
-def _on_meta(m: nn.Module) -> bool:
-    return any(t.is_meta for t in itertools.chain(m.parameters(), m.buffers()))
-
-
 def _cpu_twin(m: nn.Module) -> nn.Module:
-    """A CPU copy of (meta) block `m` to probe: same class and structure, random values.
-
-    Weights get fan-in-scaled normals and 1-D `weight`s values around 1 (so activations stay O(1) and
-    the -100 shift mask still decides); the derived buffers get what the official constructors compute
-    (`relative_position_index` of each module's window, the block's `attn_mask` over its
-    `input_resolution`). Anything else random can only make the probe fail, never pass wrongly.
-    """
-    twin = copy.deepcopy(m).to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(0)
+    """`random_twin(m)` with the block's `attn_mask` set to what the official constructor computes over
+    its `input_resolution` (so the -100 shift mask still decides)."""
+    twin = random_twin(m)
     with torch.no_grad():
-        for name, t in itertools.chain(twin.named_parameters(), twin.named_buffers()):
-            if not t.is_floating_point():
-                t.zero_()
-            elif t.dim() >= 2:
-                t.copy_(torch.randn(t.shape, generator=gen) * t.shape[-1] ** -0.5)
-            elif name.endswith("weight"):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
-        for mod in twin.modules():
-            window = pair_or_none(getattr(mod, "window_size", None))
-            index = getattr(mod, "relative_position_index", None)
-            if window is not None and isinstance(index, torch.Tensor):
-                want = relative_position_index(window)
-                if index.shape == want.shape:
-                    index.copy_(want)
         parts, mask = _block_parts(twin), getattr(twin, "attn_mask", None)
         res = pair_or_none(getattr(twin, "input_resolution", None))
         if parts is not None and res is not None and isinstance(mask, torch.Tensor) and mask.is_floating_point():
@@ -209,6 +147,16 @@ def _cpu_twin(m: nn.Module) -> nn.Module:
             if want is not None and want.shape == mask.shape:
                 mask.copy_(want)
     return twin
+
+
+def window_contract(m: nn.Module, probe: Probe) -> Contract:
+    """Partitioned windows [B*nW, N, C], with and without a [nW, N, N] mask; not a map [B, H, W, C]."""
+    wh, ww = pair_or_none(m.window_size)
+    C, N = m.qkv.in_features, wh * ww
+    mask = torch.zeros(2, N, N, device=probe.device, dtype=probe.dtype)
+    mask[1, :, : N // 2] = -100.0
+    x = probe.randn(4, N, C)
+    return Contract(accepts=[(x,), (x, mask)], refuses=[(probe.randn(1, wh, ww, C),)])
 
 
 def _assemble(m, parts, cls, res, pad_order, new_attn=None) -> SwinTransformerBlock:
@@ -233,7 +181,7 @@ def _plan_block(m) -> Optional[SwinTransformerBlock]:
     parts = _block_parts(m)
     if parts is None:
         return None
-    if _on_meta(m):
+    if on_meta(m):
         verified = _plan_block(_cpu_twin(m))
         if verified is None:
             return None
@@ -246,7 +194,7 @@ def _plan_block(m) -> Optional[SwinTransformerBlock]:
         return None
     order = _source_pad_order(type(m))
     orders = ["roll_pad"] if order == "no_pad" else [order] if order in PAD_ORDERS else list(PAD_ORDERS)
-    probe = _Probe(m)
+    probe = Probe(m)
     new_attn = attn if isinstance(attn, WindowAttention) else _convert_window_attention(attn)
     C = new_attn.dim
 
@@ -293,4 +241,4 @@ def _plan_block(m) -> Optional[SwinTransformerBlock]:
 
 
 register_planned_swap("swin_block", _block_parts, _plan_block)
-register_swap("swin_window_attention", _is_foreign_window_attention, _convert_window_attention)
+register_swap("swin_window_attention", _is_foreign_window_attention, _convert_window_attention, window_contract)

@@ -9,8 +9,6 @@ post-norms (timm), under which any attention would pass. Otherwise only the atte
 """
 from __future__ import annotations
 
-import copy
-import itertools
 from typing import Optional
 
 import torch
@@ -18,7 +16,8 @@ import torch.nn as nn
 
 from ..layers.swin_v2_block import SwinTransformerV2Block, WindowAttentionV2, log_spaced_coords
 from ..ops import relative_position_index, shift_mask
-from .core import pair_or_none, randomize_parameters_, register_planned_swap, register_swap, swin_block_parts
+from .core import Probe, on_meta, pair_or_none, random_twin, register_planned_swap, register_swap, swin_block_parts
+from .swin import window_contract
 
 _ATTN_CHILDREN = {"qkv", "proj", "attn_drop", "proj_drop", "softmax", "cpb_mlp"}
 _ATTN_PARAMS = {"logit_scale", "q_bias", "v_bias"}
@@ -105,6 +104,20 @@ def _convert_v2_attention(m) -> WindowAttentionV2:
     return new
 
 
+def _attention_twin(m) -> nn.Module:
+    """`random_twin` of a V2 attention; on meta, its derived buffers as the constructors make them."""
+    twin = random_twin(m)
+    if not on_meta(m):
+        return twin
+    window = pair_or_none(twin.window_size)
+    pretrained = pair_or_none(getattr(twin, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
+    with torch.no_grad():
+        twin.relative_coords_table.copy_(log_spaced_coords(window, pretrained))
+        if getattr(twin, "k_bias", None) is not None:
+            twin.k_bias.zero_()
+    return twin
+
+
 # ------------------------------------------------------------------------------------------------ blocks
 
 def _block_parts(m):
@@ -119,29 +132,18 @@ def _block_parts(m):
     return attn, norm1, norm2, mlp, dp1, dp2, window, shift
 
 
-def _on_meta(m: nn.Module) -> bool:
-    return any(t.is_meta for t in itertools.chain(m.parameters(), m.buffers()))
-
-
 def _random_twin(m: nn.Module) -> nn.Module:
-    """A CPU fp32 copy of block `m` with random weights (post-norms around 1, so attention matters).
-
-    Meta blocks get their derived buffers recomputed (index, coordinates, zero k bias, shift mask).
-    """
-    meta = _on_meta(m)
-    twin = copy.deepcopy(m)
-    twin = twin.to_empty(device="cpu") if meta else twin.cpu()
-    twin = twin.float()
-    gen = torch.Generator().manual_seed(0)
+    """A CPU fp32 `random_twin` of block `m` (post-norms around 1, so attention matters), its logit
+    scales around log(10); meta blocks get their derived buffers recomputed (coordinates, zero k bias,
+    shift mask)."""
+    meta = on_meta(m)
+    twin = random_twin(m).float()  # logit scales around log(10) already (`randomize_parameters_`)
     with torch.no_grad():
-        randomize_parameters_(twin, gen)
         if meta:
             attn = twin.attn
             window = pair_or_none(attn.window_size)
             pretrained = pair_or_none(getattr(attn, "pretrained_window_size", 0), allow_zero=True) or (0, 0)
             attn.relative_coords_table.copy_(log_spaced_coords(window, pretrained))
-            if getattr(attn, "relative_position_index", None) is not None:
-                attn.relative_position_index.copy_(relative_position_index(window))
             if getattr(attn, "k_bias", None) is not None:
                 attn.k_bias.zero_()
             mask, res = getattr(twin, "attn_mask", None), pair_or_none(getattr(twin, "input_resolution", None))
@@ -157,13 +159,6 @@ def _assemble(m, parts, res, pad_order="roll_pad") -> SwinTransformerV2Block:
     attn, norm1, norm2, mlp, dp1, dp2, window, shift = parts
     new_attn = attn if isinstance(attn, WindowAttentionV2) else _convert_v2_attention(attn)
     return SwinTransformerV2Block.from_modules(new_attn, norm1, norm2, mlp, dp1, dp2, window, shift, res, pad_order)
-
-
-def _close(a, b, tol=1e-4) -> bool:
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
-        return False
-    scale = b.double().abs().max().clamp_min(1e-6)
-    return bool(((a.double() - b.double()).abs().max() / scale) <= tol)
 
 
 def _plan_block(m) -> Optional[SwinTransformerV2Block]:
@@ -200,10 +195,11 @@ def _plan_block(m) -> Optional[SwinTransformerV2Block]:
         return None
     cand = _assemble(twin, twin_parts, res).eval()
     with torch.no_grad():
-        if not all(_close(cand(xi), yi) for xi, yi in inputs):
+        if not all(Probe(twin).close(cand(xi), yi) for xi, yi in inputs):
             return None
     return _assemble(m, parts, res)
 
 
 register_planned_swap("swin_v2_block", _block_parts, _plan_block)
-register_swap("swin_v2_window_attention", _is_foreign_v2_attention, _convert_v2_attention)
+register_swap("swin_v2_window_attention", _is_foreign_v2_attention, _convert_v2_attention, window_contract,
+              _attention_twin)

@@ -7,7 +7,7 @@ import torch.fx
 import torch.nn as nn
 
 from ..layers import Attention
-from .core import register_swap
+from .core import Contract, Probe, register_swap
 
 
 def refuse_mask(attn_mask, is_causal) -> None:
@@ -68,4 +68,12 @@ def convert_attention(m: nn.Module) -> SwappedAttention:
     return new
 
 
-register_swap("Attention", match_attention, convert_attention)
+def attention_contract(m: nn.Module, probe: Probe) -> Contract:
+    """Tokens [B, N, C] (N odd, so no square map is implied); not a map [B, H, W, C] (VOLO, SAM-ViT,
+    MetaFormer), [B, T, N, C] (NesT) or [B, C, H, W] (FastViT), which fastwin's attention refuses."""
+    C = m.qkv.in_features
+    return Contract(accepts=[(probe.randn(2, 5, C),)],
+                    refuses=[(probe.randn(2, 2, 3, C),), (probe.randn(2, C, 2, 3),)])
+
+
+register_swap("Attention", match_attention, convert_attention, attention_contract)
