@@ -294,7 +294,7 @@ def test_report_lists_layers_left_unswapped():
     assert report.counts() == {"hf_swin_layer": 3}
     assert report.left == [("swin.encoder.layers.0.blocks.0", "hf_swin_layer",
                             "the fused path did not reproduce it on a random input")]
-    assert "left 1 as they were: swin.encoder.layers.0.blocks.0" in str(report)
+    assert "left 1 unverified as they were: swin.encoder.layers.0.blocks.0" in str(report)
     assert "output_attentions=True" in str(report)  # the call-time note
 
 

@@ -285,7 +285,7 @@ class SwapReport:
         if self.left:
             path, rule, why = self.left[0]
             more = f" and {len(self.left) - 1} more (report.left)" if len(self.left) > 1 else ""
-            text += f"\n  left {len(self.left)} as they were: {path or '<root>'} ({rule}): {why}{more}"
+            text += f"\n  left {len(self.left)} unverified as they were: {path or '<root>'} ({rule}): {why}{more}"
         return text
 
 
