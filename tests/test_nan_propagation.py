@@ -2,7 +2,8 @@
 
 Issue 22 item 2: one NaN in q (or in logit_scale) gave an all-zero output row on cpp, and torch's
 CPU SDPA under the reference zeroed such rows too; a row that is masked entirely by -inf still gives
-zeros (tests/test_conformance.py "windows w4 -inf rows").
+zeros (tests/test_conformance.py "windows w4 -inf rows"). A non-finite Swin V2 `logit_scale` is a
+NaN-producing scale, refused with a ValueError (SPEC §7, item 6) on every backend.
 """
 import pytest
 import torch
@@ -54,6 +55,10 @@ def test_non_finite_input_reaches_the_outputs(case, backend, device, value):
             continue
         k = _index(tensors[i], spec.name)
         bad = _set(tensors, i, k, value)
+        if spec.name == "logit_scale":  # SPEC §7: a NaN-producing scale is refused before any kernel runs
+            with pytest.raises(ValueError, match="logit_scale must be finite"):
+                on(case, backend, bad, [])()
+            continue
         with torch.no_grad():
             got = outs(on(case, backend, bad, [])())
         want = _reference(case, bad)
