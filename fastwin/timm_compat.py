@@ -4,8 +4,9 @@ timm (1.0.x) imports torchvision at package import time (data transforms, `Froze
 feature extractor), but the Swin, Swin V2, ViT and DeiT model code the parity tests use never calls
 it. On machines without a torchvision wheel (CPU-only hosts here), `import_timm()` therefore first
 registers placeholder `torchvision` / `PIL` packages whose every attribute is a class that raises when
-used, then imports timm. A real torchvision (or Pillow) is always preferred: placeholders are only
-registered for packages that cannot be found.
+used, then imports timm (and its submodules that import them), then takes the placeholders out of
+`sys.modules` again, so no other library mistakes them for installed packages. A real torchvision
+(or Pillow) is always preferred: placeholders are only registered for packages that cannot be found.
 
 timm is never a dependency of fastwin; callers get None from `import_timm()` when it is missing.
 The GPU image has timm but no torchvision, so `fastwin bench` and the benchmarks need this too.
@@ -28,6 +29,10 @@ _PLACEHOLDERS = {
     "PIL": ("Image",),
 }
 _MARK = "__fastwin_placeholder__"
+# timm's submodules that import these packages at their own import time: imported while the
+# placeholders are in place, so nothing needs them afterwards.
+_TIMM_MODULES = ("timm", "timm.data", "timm.optim")
+_STUBBED: set = set()  # packages timm was imported on placeholders for, in this process
 
 
 class _UnusableMeta(type):
@@ -76,9 +81,19 @@ def _register(package: str, submodules) -> None:
             parent = mod
 
 
+def _unregister(package: str) -> None:
+    """Take the placeholders out of `sys.modules` again (timm keeps the objects it bound): other
+    libraries probe `importlib.util.find_spec("torchvision")` (transformers at import, torch.onnx at
+    export), which raises ValueError on a spec-less module and would report a placeholder as an
+    installed package; without them in `sys.modules` it says, truthfully, that there is none."""
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        if getattr(sys.modules[name], _MARK, False):
+            del sys.modules[name]
+
+
 def placeholders() -> list:
-    """Packages this process runs with placeholders for."""
-    return sorted(p for p in _PLACEHOLDERS if getattr(sys.modules.get(p), _MARK, False))
+    """Packages timm was imported with placeholders for (the real ones are not installed)."""
+    return sorted(_STUBBED)
 
 
 def import_timm() -> Optional[types.ModuleType]:
@@ -87,10 +102,16 @@ def import_timm() -> Optional[types.ModuleType]:
         return sys.modules["timm"]
     if importlib.util.find_spec("timm") is None:
         return None
-    for package, subs in _PLACEHOLDERS.items():
-        if package not in sys.modules and importlib.util.find_spec(package) is None:
-            _register(package, subs)
+    stubbed = [p for p in _PLACEHOLDERS if p not in sys.modules and importlib.util.find_spec(p) is None]
+    for package in stubbed:
+        _register(package, _PLACEHOLDERS[package])
     try:
-        return importlib.import_module("timm")
+        for name in _TIMM_MODULES:
+            importlib.import_module(name)
+        return sys.modules["timm"]
     except Exception:  # a timm version importing something else we do not provide
         return None
+    finally:
+        for package in stubbed:
+            _unregister(package)
+        _STUBBED.update(stubbed)
