@@ -20,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 _SM80_STACK_ALLOWANCE = 16  # bytes
+# The subset takes minutes on 2 quiet cores; a loaded machine (the GPU rehearsal runs it beside a CUDA
+# build, and triton 3.6 compiles more slowly) may give it longer.
+_TIMEOUT_S = float(os.environ.get("FASTWIN_COMPILE_TIMEOUT_S", "1200"))
 
 EXPECTED = {
     "_window_attention_fwd_kernel", "_window_attention_bwd_dq_kernel", "_window_attention_bwd_dkdv_kernel",
@@ -34,7 +37,7 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     out = tmp_path / "rows.json"
     res = subprocess.run([sys.executable, os.path.join("benchmarks", "kernel_resources.py"), "--subset", "ci",
                           "--arch", "80,90", "--json", str(out), "--quiet"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=_TIMEOUT_S)
     assert res.returncode == 0, f"compile errors:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
     rows = json.loads(out.read_text())["rows"]
     assert EXPECTED <= {r["kernel"] for r in rows}, "a kernel family was not compiled"
