@@ -21,6 +21,8 @@ CASES: Tuple[Case, ...] = (
     testing.dwconv_case("dwconv k3 residual", 1, 2, 3, 3, 3, residual=True),
     testing.dwconv_layernorm_case("dwconv+LN k3", 1, 2, 2, 3),
     testing.linear_gelu_case("linear+gelu", (2, 3), 4),
+    testing.linear_case("linear + residual", (2, 3), 4, residual=True),
+    testing.conv1x1_case("conv1x1 + gelu", 1, 3, 2, 2, 4, gelu="none"),
 )
 
 # (backend, device): every backend that can run here, and the GPU rows
