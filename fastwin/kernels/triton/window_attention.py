@@ -280,6 +280,12 @@ def _row_stats(lse, row, offs_m, N):
 
 
 @triton.jit
+def _row_constant(m):
+    """c = log2(e) * the row max m; 0 for a row whose logits are all -inf (so p = 0 there, not NaN)."""
+    return tl.where(m == float("-inf"), 0.0, m) * _LOG2E
+
+
+@triton.jit
 def _exp2_shifted(s, c):
     """exp2(log2(e) * s - c) [BM, BN] with one rounding (the module docstring says why); 0 at s = -inf."""
     return tl.exp2(tl.fma(s, _LOG2E, -c[:, None]))
@@ -434,14 +440,12 @@ def _window_attention_fwd_kernel(
             else:
                 bias = _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
             s = _logits(q, kt, scale, bias, IEEE)
-            m_i = tl.max(s, 1)
-            c_i = tl.where(m_i == float("-inf"), 0.0, m_i) * _LOG2E  # fully masked row: p = 0, not NaN
+            c_i = _row_constant(tl.max(s, 1))
             p = _exp2_shifted(s, c_i)
             l_i = tl.sum(p, 1)
             acc = _mm(p.to(vt.dtype), vt, IEEE)
         else:  # online softmax over key blocks
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-            c_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # log2(e) * the running max, as used
             l_i = tl.zeros([BLOCK_M], tl.float32)
             acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
             for start_n in range(0, N, BLOCK_N):
@@ -452,15 +456,17 @@ def _window_attention_fwd_kernel(
                 s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
                                                      HAS_DENSE, HAS_MASK), IEEE)
                 m_new = tl.maximum(m_i, tl.max(s, 1))
-                c_new = tl.where(m_new == float("-inf"), 0.0, m_new) * _LOG2E  # all -inf so far: p = 0, not NaN
+                c_new = _row_constant(m_new)
                 # the constants' difference, not (m_i - m_new) * log2 e: earlier blocks' exponents then
-                # match those the backward recomputes with the final c up to one small rounding
-                alpha = tl.exp2(c_i - c_new)
+                # match those the backward recomputes with the final c up to one small rounding. c is
+                # recomputed from m (the same rounding each time), not carried: one register less
+                # (and `m_i * log2 e - c_new` made triton 3.6 keep an 8-byte stack frame at fp32).
+                alpha = tl.exp2(_row_constant(m_i) - c_new)
                 p = _exp2_shifted(s, c_new)
                 l_i = l_i * alpha + tl.sum(p, 1)
                 acc = acc * alpha[:, None] + _mm(p.to(vt.dtype), vt, IEEE)
                 m_i = m_new
-                c_i = c_new
+            c_i = _row_constant(m_i)
         empty = l_i == 0.0  # every logit -inf: output 0 (as the reference), lse +inf
         acc = acc / tl.where(empty, 1.0, l_i)[:, None]
         tl.store(out + b * s_ob + _pos(yq, xq, s_oy, s_ox, OFF64)[:, None] + (h * HEAD_DIM + dd)[None, :],
