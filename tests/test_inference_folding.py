@@ -167,3 +167,20 @@ def test_patch_embed_hands_the_blocks_channels_last_maps_only_in_the_folded_form
         plain = pe(x)
     assert fast.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
     assert torch.allclose(fast, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(12, 12), (13, 11)])
+def test_patch_embed_gemm_on_channels_last_maps_matches_the_conv_and_follows_weight_updates(size):
+    pe = PatchEmbed(2, 128, 16).eval()  # 128: the channels from which the GEMM form runs
+    with torch.no_grad():
+        pe.proj.bias.normal_()
+    x = torch.randn(2, 128, *size).contiguous(memory_format=torch.channels_last)
+    for step in range(2):
+        with torch.inference_mode(), fastwin.set_backend("cpp"):
+            fast = pe(x)
+        assert pe.proj in folding._cache, "the gather + GEMM form did not run"
+        exact = _unfolded(pe, x)
+        assert fast.shape == exact.shape == (2, 16, size[0] // 2, size[1] // 2)
+        assert torch.allclose(fast.double(), exact, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            pe.proj.weight.mul_(-2.0)  # the next call must use the new weight

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .projection import plain_conv1x1
 
-__all__ = ["conv1x1_as_linear", "foldable", "foldable_batchnorm"]
+__all__ = ["conv1x1_as_linear", "foldable", "foldable_batchnorm", "foldable_patch_conv", "patch_conv_as_linear"]
 
 
 class _Entry(NamedTuple):
@@ -48,13 +48,22 @@ def foldable(conv: nn.Module) -> bool:
     return plain_conv1x1(conv) and not any(t is not None and t.is_inference() for t in (conv.weight, conv.bias))
 
 
+def foldable_patch_conv(conv: nn.Module) -> bool:
+    """`conv` is exactly an nn.Conv2d without hooks that patchifies: square kernel = stride, no padding,
+    dilation or groups, and tensors that track versions."""
+    if type(conv) is not nn.Conv2d or conv._forward_hooks or conv._forward_pre_hooks:
+        return False
+    k = conv.kernel_size
+    return (k[0] == k[1] and conv.stride == k and conv.padding == (0, 0) and conv.dilation == (1, 1)
+            and conv.groups == 1 and not any(t is not None and t.is_inference() for t in (conv.weight, conv.bias)))
+
+
 def _stamp(t: Optional[torch.Tensor]) -> Tuple[int, int]:
     return (0, 0) if t is None else (t._version, t.data_ptr())
 
 
-def conv1x1_as_linear(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """`(weight [Cout, Cin], bias [Cout])` of the Linear that computes `conv(bn(x))` on channels-last
-    pixels, for a 1x1 `conv` and an optional `bn` before it (`foldable_batchnorm(bn)`)."""
+def _derived(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], build) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The cached `build(weight, bias)` for `conv` (and `bn`), rebuilt when a source changed."""
     sources = (conv.weight, conv.bias) + ((bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None
                                           else ())
     stamps = tuple(_stamp(t) for t in sources)
@@ -64,17 +73,33 @@ def conv1x1_as_linear(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None) -> T
             and all(a is b for a, b in zip(hit.sources, sources))):
         return hit.weight, hit.bias
     with torch.inference_mode(False), torch.no_grad():
-        w = conv.weight.detach().reshape(conv.out_channels, conv.in_channels)
+        w = conv.weight.detach()
         b = conv.bias.detach() if conv.bias is not None else w.new_zeros(conv.out_channels)
-        if bn is not None:
-            scale = bn.running_var.detach().add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight.detach()
-            shift = -bn.running_mean.detach() * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias.detach()
-            b = torch.addmv(b, w, shift)
-            w = w * scale
+        w, b = build(w, b)
         w, b = w.contiguous(), b.contiguous()
     _cache[conv] = _Entry(sources, stamps, eps, w, b)
     return w, b
+
+
+def conv1x1_as_linear(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`(weight [Cout, Cin], bias [Cout])` of the Linear that computes `conv(bn(x))` on channels-last
+    pixels, for a 1x1 `conv` and an optional `bn` before it (`foldable_batchnorm(bn)`)."""
+    def build(w, b):
+        w = w.reshape(conv.out_channels, conv.in_channels)
+        if bn is None:
+            return w, b
+        scale = bn.running_var.detach().add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight.detach()
+        shift = -bn.running_mean.detach() * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.detach()
+        return w * scale, torch.addmv(b, w, shift)
+
+    return _derived(conv, bn, build)
+
+
+def patch_conv_as_linear(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`(weight [Cout, p * p * Cin], bias [Cout])` of the Linear that computes a patchifying conv
+    (kernel = stride = p, `foldable_patch_conv`) on each patch gathered as `[p (dy), p (dx), Cin]`."""
+    return _derived(conv, None, lambda w, b: (w.permute(0, 2, 3, 1).reshape(conv.out_channels, -1), b))
