@@ -180,3 +180,23 @@ def test_forward_ad_and_vmap_take_the_reference():
         got = torch.func.vmap(lambda t: ops.linear(t, w, b, backend="cpp"))(x)
     assert not _packed(w)
     assert torch.allclose(got, torch.nn.functional.linear(x, w, b), atol=1e-6)
+
+
+def test_the_first_packed_call_keeps_freed_memory_in_the_heap_unless_told_not_to():
+    import subprocess
+    import sys
+
+    x, w, b, _ = (t.float() for t in _inputs((5, 16), (8, 16), seed=7))
+    with torch.no_grad():
+        ops.linear(x, w, b, backend="cpp")
+    assert onednn._heap_settings, "the packed path did not apply the allocator settings"
+    if sys.platform.startswith("linux"):  # glibc: mallopt exists and accepts the thresholds
+        import ctypes
+
+        assert onednn.keep_freed_memory() == hasattr(ctypes.CDLL(None), "mallopt")
+    code = ("import torch, fastwin; from fastwin.backend import onednn\n"
+            "with torch.no_grad(): fastwin.ops.linear(torch.randn(3, 4), torch.randn(5, 4), backend='cpp')\n"
+            "print(onednn._heap_settings)")
+    env = dict(__import__("os").environ, FASTWIN_KEEP_FREED_MEMORY="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[False]", out.stderr[-2000:]

@@ -12,11 +12,17 @@ import torch.nn as nn
 from .. import ops
 from .drop import DropPath
 
-__all__ = ["add_into", "conv1x1", "linear", "passes_through"]
+__all__ = ["add_into", "conv1x1", "linear", "passes_through", "plain_conv1x1"]
 
 
 def _plain(m: nn.Module, cls) -> bool:
     return type(m) is cls and not (m._forward_hooks or m._forward_pre_hooks)
+
+
+def plain_conv1x1(m: nn.Module) -> bool:
+    """`m` is exactly an nn.Conv2d without hooks computing a 1x1, stride-1, unpadded, ungrouped conv."""
+    return (_plain(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)
+            and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
 
 
 def passes_through(*modules: nn.Module) -> bool:
@@ -46,9 +52,7 @@ def conv1x1(m: nn.Module, x: torch.Tensor, act: Optional[nn.Module] = None,
             residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """`[residual +] act(m(x))` for a 1x1 Conv2d `m` on NCHW x: [B, Cin, H, W] -> [B, Cout, H, W]."""
     gelu = act.approximate if act is not None and _plain(act, nn.GELU) else None
-    plain = (_plain(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)
-             and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
-    if plain and (act is None or gelu is not None):
+    if plain_conv1x1(m) and (act is None or gelu is not None):
         return ops.conv1x1(x, m.weight, m.bias, gelu, residual)
     y = m(x) if act is None else act(m(x))
     return y if residual is None else residual + y

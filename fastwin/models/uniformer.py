@@ -17,7 +17,8 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import ops
-from ..layers import Attention, DropPath, Mlp, projection
+from ..ops.inference import folded_form
+from ..layers import Attention, DropPath, Mlp, folding, projection
 from ..layers.checks import features as _check_features
 from ..utils import init_weights_trunc_normal
 from .checkpoint import checkpoint_filter
@@ -91,8 +92,42 @@ class CBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(dim)
         self.mlp = CMlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
+    def _folds(self, x: torch.Tensor) -> bool:
+        """The inference-only form applies: eval mode, BatchNorms that fold into the 1x1 convs after them,
+        exactly this block's modules (no hooks, nothing `swap` replaced), a backend that runs it fast."""
+        mlp = self.mlp
+        if self.training or type(x) is not torch.Tensor:  # first: under fx, parameters are Proxies too
+            return False
+        if not (type(mlp) is CMlp and type(mlp.act) is nn.GELU and not (mlp._forward_hooks or mlp._forward_pre_hooks)
+                and projection.passes_through(self.drop_path, mlp.drop)):
+            return False
+        if not all(folding.foldable(c) for c in (self.conv1, self.conv2, mlp.fc1, mlp.fc2)):
+            return False
+        return (folding.foldable_batchnorm(self.norm1) and folding.foldable_batchnorm(self.norm2)
+                and folded_form(x, self.conv1.weight, self.conv1.bias))
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
+        mlp.fc1: six ops (two depthwise convs, four GEMMs with the GELU / residual adds in their
+        epilogues), no BatchNorm pass, no layout copies between blocks.
+
+        [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
+        pe, at, mlp = self.pos_embed, self.attn, self.mlp
+        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]; contiguous when x is channels-last
+        t = ops.dwconv2d(t, pe.weight, pe.bias, residual=True, layout="NHWC").contiguous()
+        w, b = folding.conv1x1_as_linear(self.conv1, self.norm1)
+        h = ops.dwconv2d(ops.linear(t, w, b), at.weight, at.bias, layout="NHWC")
+        w, b = folding.conv1x1_as_linear(self.conv2)
+        t = ops.linear(h, w, b, residual=t)
+        w, b = folding.conv1x1_as_linear(mlp.fc1, self.norm2)
+        h = ops.linear_gelu(t, w, b, mlp.act.approximate)
+        w, b = folding.conv1x1_as_linear(mlp.fc2)
+        return ops.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
+        if self._folds(x):
+            return self._forward_folded(x)
         pe, at = self.pos_embed, self.attn
         x = ops.dwconv2d(x, _cast(pe.weight, x), _cast(pe.bias, x), residual=True)
         h = projection.conv1x1(self.conv1, self.norm1(x))
@@ -153,6 +188,11 @@ class SABlock(nn.Module):
 # stems
 
 
+# PatchEmbed's gather + GEMM form pays from this many input channels: measured (1 thread, b1 / b8) 1.3-2.1x
+# for UniFormer-S's 128 -> 320 and 320 -> 512 stems, even at b1 and 0.9x at b8 for 64 -> 128
+_PATCH_GEMM_MIN_CHANNELS = 128
+
+
 class PatchEmbed(nn.Module):
     """Official UniFormer patch stem: Conv(k = s = patch) then LayerNorm over channels (eps 1e-5,
     the torch default the official code uses here). Sizes that are not multiples of the patch are
@@ -168,8 +208,26 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x):
-        x = self.proj(x).permute(0, 2, 3, 1)  # [B, H', W', D]
-        return self.norm(x).permute(0, 3, 1, 2).contiguous()
+        # inference-only form (see CBlock): channels-last maps out, no copy; on channels-last input
+        # (the previous stage's) the patch conv runs as gather + packed GEMM
+        fast = not self.training and type(x) is torch.Tensor and folded_form(x, self.proj.weight[:, :, :1, :1])
+        if (fast and self.proj.in_channels >= _PATCH_GEMM_MIN_CHANNELS and folding.foldable_patch_conv(self.proj)
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            y = self._patch_gemm(x)
+        else:
+            y = self.proj(x).permute(0, 2, 3, 1)  # [B, H', W', D]
+        y = self.norm(y).permute(0, 3, 1, 2)  # channels-last memory
+        return y if fast else y.contiguous()
+
+    def _patch_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """The patch conv on channels-last `x` [B, C, H, W] -> [B, H // p, W // p, D] (floored as the conv)."""
+        B, C, H, W = x.shape
+        p = self.proj.kernel_size[0]
+        h, w = H // p, W // p
+        t = x.permute(0, 2, 3, 1)[:, : h * p, : w * p]  # [B, H, W, C]
+        t = t.reshape(B, h, p, w, p, C).permute(0, 1, 3, 2, 4, 5).reshape(B, h, w, p * p * C)  # [dy, dx, C] gather
+        weight, bias = folding.patch_conv_as_linear(self.proj)
+        return ops.linear(t, weight, bias)
 
 
 def _conv_bn(cin, cout):

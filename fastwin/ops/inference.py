@@ -1,0 +1,33 @@
+"""Whether a layer may run its inference-only form: the same function with weights a layer derived once
+(BatchNorm folded into the next 1x1 conv, conv weights as Linear weights, see `fastwin.layers.folding`)
+and channels-last maps, which only pays on the oneDNN GEMMs of the cpp backend.
+
+It is the question "would this thread's backend run `conv1x1` for these tensors on the packed oneDNN
+path", asked before the layer commits to a form: a layer above the dispatcher cannot ask it otherwise.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import dispatch
+from ..backend import onednn
+from . import describe
+
+__all__ = ["folded_form"]
+
+
+def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
+    """True when a layer whose first GEMM is the 1x1 conv (`weight` [Cout, Cin, 1, 1], `bias` [Cout] or None)
+    on the NCHW map `x` [B, Cin, H, W] may run its inference-only form.
+
+    That is: fp32 CPU plain tensors, nothing that autograd must record, no autocast, no torch.compile /
+    export / fx / jit tracing / functorch transform (`onednn.usable`), and this thread's backend choice
+    runs `conv1x1` on a backend other than the reference (the reference path stays the plain module
+    arithmetic, what every fast path is tested against).
+    """
+    if type(x) is not torch.Tensor or not onednn.usable(x, weight, bias):  # first: an fx Proxy has no dim()
+        return False
+    name, _ = dispatch.select(describe("conv1x1", x, weight, bias))
+    return name != "reference"

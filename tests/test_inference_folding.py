@@ -1,0 +1,186 @@
+"""UniFormer's inference-only CBlock form (BatchNorm folded into the next 1x1 conv, channels-last maps,
+oneDNN GEMMs; fastwin/layers/folding.py) against the plain module arithmetic: the output, every way a
+folded source can change (BatchNorm statistics in a training forward, in-place updates,
+load_state_dict, `.data` swaps, a new Parameter), and every case that must keep the unfolded form
+(training, autograd, hooks, the reference backend, fx tracing, BatchNorm without running statistics)."""
+import pytest
+import torch
+import torch.nn as nn
+
+import fastwin
+from fastwin import testing
+from fastwin.layers import folding
+from fastwin.models.uniformer import CBlock, PatchEmbed
+
+pytestmark = pytest.mark.skipif(not (fastwin.backends()["cpp"] and torch.backends.mkldnn.is_available()),
+                                reason="needs the cpp backend and torch's oneDNN")
+
+
+def _block(seed: int, dim: int = 16) -> CBlock:
+    torch.manual_seed(seed)
+    blk = CBlock(dim, mlp_ratio=2.0)
+    _randomize(blk)
+    return blk.eval()
+
+
+def _randomize(blk: nn.Module) -> None:
+    with torch.no_grad():  # BatchNorms far from identity, so a stale or missing fold shows
+        for m in blk.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.3)
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.3, 2.0)
+            elif isinstance(m, nn.Conv2d):
+                m.bias.normal_(0, 0.2)
+
+
+def _unfolded(blk: CBlock, x: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+    """The plain module arithmetic (the reference backend's path) in `dtype`."""
+    import copy
+
+    ref = copy.deepcopy(blk).to(dtype)
+    with torch.no_grad(), fastwin.set_backend("reference"):
+        return ref(x.to(dtype))
+
+
+def _folded_ran(blk: CBlock) -> bool:
+    return all(c in folding._cache for c in (blk.conv1, blk.conv2, blk.mlp.fc1, blk.mlp.fc2))
+
+
+def _check(blk: CBlock, x: torch.Tensor, mode=torch.inference_mode) -> torch.Tensor:
+    with mode(), fastwin.set_backend("cpp", strict=True):
+        got = blk(x)
+    exact, low = _unfolded(blk, x), _unfolded(blk, x, torch.float32)
+    err, b = testing.max_err(got, exact), testing.bound(low, exact, torch.float32)
+    assert err <= b, f"max error {err:.3e} > bound {b:.3e}"
+    return got
+
+
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad])
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+def test_folded_block_matches_the_module_arithmetic(mode, memory):
+    blk = _block(1)
+    x = torch.randn(2, 16, 9, 11)
+    if memory == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = _check(blk, x, mode)
+    assert _folded_ran(blk), "the folded form did not run"
+    assert got.shape == x.shape and got.is_contiguous(memory_format=torch.channels_last)
+
+
+def _refolds_after(change) -> None:
+    blk = _block(2)
+    x = torch.randn(2, 16, 8, 8)
+    _check(blk, x)
+    assert _folded_ran(blk)
+    change(blk)
+    _check(blk, x)
+
+
+def test_refolds_after_in_place_updates_of_every_source():
+    def update(blk):
+        with torch.no_grad():
+            blk.norm1.running_var.mul_(3.0)
+            blk.norm2.running_mean.add_(0.7)
+            blk.norm2.weight.mul_(-1.0)
+            blk.conv1.weight.mul_(2.0)
+            blk.conv2.bias.add_(1.0)
+            blk.mlp.fc2.weight.mul_(0.5)
+    _refolds_after(update)
+
+
+def test_refolds_after_load_state_dict_data_swap_and_new_parameter():
+    def load(blk):
+        blk.load_state_dict(_block(3).state_dict())  # same tensor objects, new values in place
+        blk.norm1.running_mean.data = torch.randn(16)  # a new storage behind the same buffer
+        blk.mlp.fc1.bias = nn.Parameter(torch.randn(blk.mlp.fc1.out_channels))  # another tensor object
+        blk.norm2.eps = 0.3
+    _refolds_after(load)
+
+
+def test_refolds_after_a_training_forward_updates_the_running_statistics():
+    def train_step(blk):
+        blk.train()
+        opt = torch.optim.SGD(blk.parameters(), lr=0.1)
+        with fastwin.set_backend("cpp"):
+            blk(torch.randn(4, 16, 8, 8)).square().mean().backward()
+        opt.step()
+        blk.eval()
+    _refolds_after(train_step)
+
+
+def test_training_and_autograd_keep_the_module_arithmetic():
+    blk = _block(4)
+    x = torch.randn(2, 16, 8, 8)
+    with fastwin.set_backend("cpp"):
+        out = blk(x)  # eval mode, parameters require grad: the BatchNorm parameters must get gradients
+    assert not _folded_ran(blk)
+    out.square().sum().backward()
+    ref = _block(4).double()
+    with fastwin.set_backend("reference"):
+        ref(x.double()).square().sum().backward()
+    for (name, p), q in zip(blk.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad.double(), q.grad, rtol=1e-4, atol=1e-4), name
+    blk.train()
+    with torch.no_grad(), fastwin.set_backend("cpp"):
+        blk(x)  # training mode: batch statistics, nothing folded
+    assert not _folded_ran(blk)
+
+
+@pytest.mark.parametrize("why", ["hook", "reference backend", "no running stats", "train-mode BatchNorm"])
+def test_keeps_the_module_arithmetic_where_folding_would_change_what_runs(why):
+    blk = _block(5)
+    x = torch.randn(2, 16, 8, 8)
+    seen = []
+    backend = "reference" if why == "reference backend" else "cpp"
+    if why == "hook":
+        blk.norm1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    elif why == "no running stats":
+        blk.norm2 = nn.BatchNorm2d(16, track_running_stats=False)  # batch statistics even in eval mode
+    elif why == "train-mode BatchNorm":
+        blk.norm1.train()
+    with torch.inference_mode(), fastwin.set_backend(backend):
+        got = blk(x)
+    assert not _folded_ran(blk)
+    if why == "hook":
+        assert seen == [x.shape]
+    exact = _unfolded(blk, x)
+    assert torch.allclose(got.double(), exact, rtol=1e-4, atol=1e-4)
+
+
+def test_fx_trace_keeps_the_batchnorm_modules():
+    blk = _block(6)
+    gm = torch.fx.symbolic_trace(blk)
+    assert {"norm1", "norm2"} <= {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(gm(x).double(), _unfolded(blk, x), rtol=1e-4, atol=1e-4)
+
+
+def test_patch_embed_hands_the_blocks_channels_last_maps_only_in_the_folded_form():
+    pe = PatchEmbed(2, 8, 16).eval()
+    x = torch.randn(2, 8, 12, 12)
+    with torch.inference_mode(), fastwin.set_backend("cpp"):
+        fast = pe(x)
+    with torch.inference_mode(), fastwin.set_backend("reference"):
+        plain = pe(x)
+    assert fast.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
+    assert torch.allclose(fast, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(12, 12), (13, 11)])
+def test_patch_embed_gemm_on_channels_last_maps_matches_the_conv_and_follows_weight_updates(size):
+    pe = PatchEmbed(2, 128, 16).eval()  # 128: the channels from which the GEMM form runs
+    with torch.no_grad():
+        pe.proj.bias.normal_()
+    x = torch.randn(2, 128, *size).contiguous(memory_format=torch.channels_last)
+    for step in range(2):
+        with torch.inference_mode(), fastwin.set_backend("cpp"):
+            fast = pe(x)
+        assert pe.proj in folding._cache, "the gather + GEMM form did not run"
+        exact = _unfolded(pe, x)
+        assert fast.shape == exact.shape == (2, 16, size[0] // 2, size[1] // 2)
+        assert torch.allclose(fast.double(), exact, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            pe.proj.weight.mul_(-2.0)  # the next call must use the new weight
