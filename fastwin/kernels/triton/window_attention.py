@@ -457,11 +457,14 @@ def _window_attention_fwd_kernel(
                                                      HAS_DENSE, HAS_MASK), IEEE)
                 m_new = tl.maximum(m_i, tl.max(s, 1))
                 c_new = _row_constant(m_new)
-                # the constants' difference, not (m_i - m_new) * log2 e: earlier blocks' exponents then
-                # match those the backward recomputes with the final c up to one small rounding. c is
-                # recomputed from m (the same rounding each time), not carried: one register less
-                # (and `m_i * log2 e - c_new` made triton 3.6 keep an 8-byte stack frame at fp32).
-                alpha = tl.exp2(_row_constant(m_i) - c_new)
+                # alpha = exp2(c_old - c_new), the constants' difference rather than (m_i - m_new) * log2 e:
+                # earlier blocks' exponents then match those the backward recomputes with the final c up
+                # to one small rounding. c_old is recomputed from m_i (the same rounding), not carried:
+                # one register less. The difference is <= 0 except while nothing was seen (m_i = -inf,
+                # c_old = 0, l_i = acc = 0), where a first block all at the -100 shift mask would make
+                # exp2(0 - c_new) overflow to inf and 0 * inf = NaN: hence the clamp to 0. (A where() on
+                # m_i, or m_i * log2 e - c_new, kept an 8-byte stack frame at fp32 with triton 3.6.)
+                alpha = tl.exp2(tl.minimum(_row_constant(m_i) - c_new, 0.0))
                 p = _exp2_shifted(s, c_new)
                 l_i = l_i * alpha + tl.sum(p, 1)
                 acc = acc * alpha[:, None] + _mm(p.to(vt.dtype), vt, IEEE)
