@@ -3,7 +3,7 @@ Swin, the backend lists, and poisoning of what the Triton launchers allocate."""
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 import pytest
 import torch
@@ -13,6 +13,10 @@ from fastwin.dispatch import BACKENDS
 
 # Every backend that works here but the reference, in the dispatcher's order.
 FAST: List[str] = [name for name in BACKENDS if name != "reference" and fastwin.backends()[name]]
+# (backend, device type) for every backend on every device type it runs on (cpp: CPU; cuda: CUDA;
+# triton: CUDA, or the CPU through its interpreter), whether or not this machine has them.
+BACKEND_DEVICES: List[Tuple[str, str]] = [(name, device) for device in ("cpu", "cuda") for name in BACKENDS
+                                          if (name, device) not in (("cuda", "cpu"), ("cpp", "cuda"))]
 
 Tensors = Union[torch.Tensor, Sequence[torch.Tensor]]
 

@@ -13,14 +13,13 @@ import torch
 import fastwin
 from fastwin import testing
 from fastwin.models.uniformer import UniFormer
-from tests.helpers import tiny_swin
+from tests.helpers import BACKEND_DEVICES, tiny_swin
 from tiny_cases import CASES, inputs_or_skip, on, outs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: thread hand-offs cost more than the work
 
 # (backend, device, autocast dtype): CPU bf16 here; the CUDA rows run where there is a GPU
-BACKENDS = (("reference", "cpu", torch.bfloat16), ("cpp", "cpu", torch.bfloat16), ("triton", "cpu", torch.bfloat16),
-            ("reference", "cuda", torch.float16), ("cuda", "cuda", torch.float16), ("triton", "cuda", torch.float16))
+BACKENDS = [(name, device, torch.bfloat16 if device == "cpu" else torch.float16) for name, device in BACKEND_DEVICES]
 
 
 def _ids(v):

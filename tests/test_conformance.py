@@ -24,10 +24,18 @@ def _reference(case, dtype) -> testing.Reference:
     return _references[key]
 
 
-@pytest.mark.parametrize("backend", FAST)
+def _cases():
+    """(case, backend) pairs; the Triton interpreter's runs (~3 ms per program) of the cases beyond
+    `fastwin check`'s quick list are in the slow lane."""
+    slow = DEVICE == "cpu" and "triton" in FAST
+    return [pytest.param(case, backend, id=f"{case.name}-{backend}",
+                         marks=[pytest.mark.slow] if slow and backend == "triton" and not case.quick else [])
+            for case in testing.CASES for backend in FAST]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("case", testing.CASES, ids=lambda c: c.name)
-def test_backend_matches_reference(case, dtype, backend):
+@pytest.mark.parametrize("case,backend", _cases())
+def test_backend_matches_reference(case, backend, dtype):
     reason = testing.supported(case, backend, DEVICE, dtype)
     if reason is not None:
         pytest.skip(reason)

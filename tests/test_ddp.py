@@ -39,6 +39,7 @@ def _worker(rank, world, store, path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_ddp_two_processes_match_single_process(tmp_path):
     path = str(tmp_path / "grads.pt")

@@ -38,6 +38,7 @@ CASES = [(name, backend) for name in MODELS for backend in BACKENDS
          if backend == "reference" or not name.startswith("swinv2")]  # V2 falls back the same way as V1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,backend", CASES)
 def test_default_onnx_export_matches_eager(name, backend, tmp_path, quiet):
     kwargs, size = MODELS[name]

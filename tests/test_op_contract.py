@@ -99,6 +99,7 @@ def test_every_op_is_registered_at_import():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+@pytest.mark.slow  # torch.compile in a fresh interpreter
 def test_compile_fullgraph_in_a_fresh_process():
     """torch.compile(block, fullgraph=True) with `auto` on CPU, no warm-up call, matches eager."""
     code = textwrap.dedent("""

@@ -137,6 +137,7 @@ _OFF64_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(DEVICE == "cuda", reason="interpreter test (virtual memory trick); GPU runs need 4 GB")
 def test_per_image_offsets_beyond_int32():
     """Defect 2: a qkv whose per-image offsets pass 2**31 elements must be read with 64-bit offsets.

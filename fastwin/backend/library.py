@@ -67,10 +67,11 @@ def _reference_grads(spec: Op, inputs, attrs, grads, needs):
 def _make_autograd(spec: Op, bwd: Callable):
     n_in = len(spec.inputs)
     diff_at = [spec.index(n) for n in spec.differentiable]
+    saved_at = spec.saved_at
 
     def setup_context(ctx, inputs, output):
         results = output if isinstance(output, tuple) else (output,)
-        ctx.save_for_backward(*inputs[:n_in], *(results[i] for i in spec.saved_at))
+        ctx.save_for_backward(*inputs[:n_in], *(results[i] for i in saved_at))
         ctx.attrs = tuple(inputs[n_in:])
         if len(results) > spec.outputs:
             ctx.mark_non_differentiable(*results[spec.outputs:])
