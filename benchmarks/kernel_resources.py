@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 os.environ.pop("TRITON_INTERPRET", None)  # the prunes must see the GPU path, and @triton.jit a JITFunction
 
@@ -48,7 +48,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastwin.kernels.triton import dwconv as DW  # noqa: E402
 from fastwin.kernels.triton import dwconv_layernorm as DWLN  # noqa: E402
-from fastwin.kernels.triton import window_attention as WA  # noqa: E402
+from fastwin.kernels.triton import launch as LAUNCH  # noqa: E402
+from fastwin.kernels.triton import window_attention_launchers as WAL  # noqa: E402
 
 KEYS = ("kernel", "shape", "dtype", "config", "arch", "triton", "registers", "stack_bytes", "shared_bytes",
         "warps_per_sm", "tensor_cores")
@@ -128,34 +129,23 @@ class Launch:
 
 
 class _Capture:
-    """Stands in for `wrap_triton` / the launchers' `launch`: records kernel, args and kwargs."""
+    """Stands in for `launch.run` (every launcher's launch): records kernel, args and kwargs."""
 
     def __init__(self):
         self.launches: List[Launch] = []
 
-    def launch(self, kernel):
-        rec = self.launches
+    def __enter__(self):
+        self._saved = LAUNCH.run
+        LAUNCH.run = lambda kernel, grid, *args, **kwargs: self.launches.append(Launch(kernel, args, kwargs))
+        return self
 
-        class _Grid:
-            def __getitem__(self, grid):
-                return lambda *args, **kwargs: rec.append(Launch(kernel, args, kwargs))
-
-        return _Grid()
+    def __exit__(self, *exc):
+        LAUNCH.run = self._saved
+        return False
 
 
 def _meta(shape, dtype):
     return torch.empty(shape, device="meta", dtype=dtype)
-
-
-def _capture_attention(run: Callable[[], None]) -> List[Launch]:
-    cap = _Capture()
-    saved = WA._launch
-    WA._launch = lambda kernel, grid, *args, **kwargs: cap.launch(kernel)[grid](*args, **kwargs)
-    try:
-        run()
-    finally:
-        WA._launch = saved
-    return cap.launches
 
 
 def swin_launches(case: Swin, dtype, seq: bool) -> List[Launch]:
@@ -164,54 +154,49 @@ def swin_launches(case: Swin, dtype, seq: bool) -> List[Launch]:
     w = case.window
     table = _meta(((2 * w - 1) ** 2, case.heads), dtype)
     scale = case.head_dim ** -0.5
-
-    def run():
+    with _Capture() as cap:
         if seq:
             nw = (case.hw // w) ** 2
             qkv = _meta((case.batch * nw, w * w, 3 * C), dtype)
             mask = _meta((nw, w * w, w * w), dtype) if case.shift else None
-            geo = WA._Geometry(qkv, case.heads, False, (w, w))
-            out, lse = WA.window_attention_fwd_triton(geo, qkv, table, None, mask, scale)
-            WA.window_attention_bwd_triton(geo, torch.empty_like(out), qkv, table, None, mask, out, lse, scale,
-                                           True, False, False)
+            out, lse = WAL.window_attention_fwd_triton(qkv, table, mask, case.heads, [w, w], scale)
+            WAL.window_attention_bwd_triton(torch.empty_like(out), out, lse, qkv, table, mask, case.heads, [w, w],
+                                            scale, [True, True, False])
         else:
             qkv = _meta((case.batch, case.hw, case.hw, 3 * C), dtype)
             bias = _meta((3 * C,), dtype)
-            geo = WA._Geometry(qkv, case.heads, True, (w, w), (case.shift, case.shift), False)
-            out, lse = WA.window_attention_fwd_triton(geo, qkv, table, bias, None, scale)
-            WA.window_attention_bwd_triton(geo, torch.empty_like(out), qkv, table, bias, None, out, lse, scale,
-                                           True, True, False)
-
-    return _capture_attention(run)
+            attrs = (case.heads, [w, w], [case.shift, case.shift], scale, False)
+            out, lse = WAL.shifted_window_attention_fwd_triton(qkv, table, bias, *attrs)
+            WAL.shifted_window_attention_bwd_triton(torch.empty_like(out), out, lse, qkv, table, bias, *attrs,
+                                                    [True, True, True])
+    return cap.launches
 
 
 def global_launches(case: Glob, dtype) -> List[Launch]:
-    def run():
+    scale = case.head_dim ** -0.5
+    with _Capture() as cap:
         qkv = _meta((case.batch, case.tokens, 3 * case.heads * case.head_dim), dtype)
-        geo = WA._Geometry(qkv, case.heads, False, (1, 1))
-        out, lse = WA.window_attention_fwd_triton(geo, qkv, None, None, None, case.head_dim ** -0.5)
-        WA.window_attention_bwd_triton(geo, torch.empty_like(out), qkv, None, None, None, out, lse,
-                                       case.head_dim ** -0.5, False, False, False)
-
-    return _capture_attention(run)
+        out, lse = WAL.attention_fwd_triton(qkv, case.heads, scale)
+        WAL.attention_bwd_triton(torch.empty_like(out), out, lse, qkv, case.heads, scale, [True])
+    return cap.launches
 
 
 def conv_launches(case: Conv, dtype, channels_last: bool) -> List[Launch]:
-    cap = _Capture()
     x = _meta((case.batch, case.channels, case.hw, case.hw), dtype)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     weight = _meta((case.channels, 1, case.kernel, case.kernel), dtype)
     bias = _meta((case.channels,), dtype)
-    if case.fuse_ln:
-        lnw, lnb = _meta((case.channels,), dtype), _meta((case.channels,), dtype)
-        tokens, normed, mean, rstd = DWLN.dwconv_layernorm_fwd_triton(x, weight, bias, lnw, lnb, 1e-6, "NCHW",
-                                                                      launch=cap.launch)
-        DWLN.dwconv_layernorm_bwd_triton(torch.empty_like(tokens), torch.empty_like(normed), x, weight, lnw, tokens,
-                                         mean, rstd, "NCHW", launch=cap.launch)
-    else:
-        y = DW.dwconv2d_fwd_triton(x, weight, bias, True, "NCHW", launch=cap.launch)
-        DW.dwconv2d_bwd_triton(torch.empty_like(y), x, weight, True, "NCHW", launch=cap.launch)
+    with _Capture() as cap:
+        if case.fuse_ln:
+            lnw, lnb = _meta((case.channels,), dtype), _meta((case.channels,), dtype)
+            results = DWLN.dwconv_layernorm_fwd_triton(x, weight, bias, lnw, lnb, 1e-6, "NCHW")
+            tokens, normed, mean, rstd = results
+            DWLN.dwconv_layernorm_bwd_triton(torch.empty_like(tokens), torch.empty_like(normed), tokens, mean, rstd,
+                                             x, weight, bias, lnw, lnb, 1e-6, "NCHW", [True] * 5)
+        else:
+            y = DW.dwconv2d_fwd_triton(x, weight, bias, True, "NCHW")
+            DW.dwconv2d_bwd_triton(torch.empty_like(y), x, weight, bias, True, "NCHW", [True] * 3)
     return cap.launches
 
 

@@ -17,13 +17,14 @@ from harness import Case, Skip, size_set
 from shapes import conv_cases, global_cases, swin_cases
 
 import fastwin
+from fastwin.dispatch import BACKENDS
 
 DTYPE = torch.bfloat16 if torch.cuda.is_available() else torch.float32
 WINDOW_IMPLS = ("reference", "reference+compile", "official_matmul", "flex", "triton", "cuda", "cpp")
 GLOBAL_IMPLS = ("reference", "reference+compile", "triton", "cuda", "cpp")
 CONV_IMPLS = ("reference", "reference+compile", "cudnn-nchw", "cudnn-channels_last", "triton", "cuda", "cpp")
 DPE_LN_IMPLS = ("reference", "reference+compile", "triton", "cuda", "cpp")
-FAST = ("triton", "cuda", "cpp")
+FAST = tuple(name for name in BACKENDS if name != "reference")
 
 
 def pytest_generate_tests(metafunc):

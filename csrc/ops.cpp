@@ -39,13 +39,10 @@ TORCH_LIBRARY(fastwin_C, m) {
   m.def("dwconv2d_fwd(Tensor x, Tensor weight, Tensor? bias, bool residual, str layout) -> Tensor");
   m.def("dwconv2d_bwd(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, bool residual, str layout, "
         "bool[3] needs_grad) -> (Tensor, Tensor, Tensor)");
-  // Linear + bias + GELU, the MLP's first half: x [..., K], weight [N, K], bias [N] -> out [..., N] =
-  // gelu(x @ weight^T + bias) ("none": erf form, "tanh": tanh approximation), and the saved
-  // pre-activation x @ weight^T + bias [..., N] when save_preact (else [0]). CPU only for now.
-  m.def("linear_gelu_fwd(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_preact) "
-        "-> (Tensor, Tensor)");
-  m.def("linear_gelu_bwd(Tensor grad_out, Tensor preact, Tensor x, Tensor weight, Tensor? bias, str approximate, "
-        "bool save_preact, bool[3] needs_grad) -> (Tensor, Tensor, Tensor)");
+  //
+  // An op whose only kernels are CPU ones declares its schema beside them, in a TORCH_LIBRARY_FRAGMENT of
+  // its kernel file (the MLP's Linear + GELU: csrc/cpu/linear_act_cpu.cpp). Every schema equals its row
+  // in fastwin/contract.py (tests/test_op_contract.py checks).
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -22,9 +22,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from .dispatch import BACKENDS  # noqa: F401 (`fastwin bench --backend` choices)
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 
-BACKENDS = ("reference", "triton", "cuda", "cpp")  # SPEC §3
 # Fast backends that run on each device type (the others are skipped there, not failed).
 DEVICE_BACKENDS = {"cuda": ("triton", "cuda"), "cpu": ("cpp",)}
 # Everything `fastwin bench --backend` understands; `+compile` is torch.compile of that runner;

@@ -7,7 +7,7 @@ A backend is a module in `fastwin.backend` with
     IMPLS: dict[op name, callable]        same signature as the `fastwin.reference` function
 
 Every op call is described by a typed, hashable `Call` (`WindowAttentionCall`, `AttentionCall`,
-`ConvCall`). The backend that runs it is, in order: the op's `backend=` argument (modules pass
+`ConvCall`, `LinearCall`; the op's row in `fastwin.contract` names its type). The backend that runs it is, in order: the op's `backend=` argument (modules pass
 theirs), else this thread's `set_backend` choice, else the process default (`FASTWIN_BACKEND` or
 `set_default_backend`). `auto` walks a per-device priority list and takes the first backend that is
 available and supports the call; the reference supports everything, so a valid input never fails.
@@ -28,18 +28,19 @@ import logging
 import os
 import threading
 import warnings
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from . import contract
 from .backend import cpp_backend, cuda_backend, reference_backend, triton_backend
+from .contract import AttentionCall, Call, ConvCall, LinearCall, WindowAttentionCall  # noqa: F401 (re-exports)
 
 log = logging.getLogger("fastwin.dispatch")
 
 BACKENDS = ("reference", "triton", "cuda", "cpp")
 CHOICES = ("auto",) + BACKENDS
-OPS = ("window_attention", "shifted_window_attention", "attention", "dwconv2d", "dwconv_layernorm", "linear_gelu",
-       "linear", "conv1x1")
+OPS = tuple(contract.OPS)
 
 # Order `auto` tries per device type, optionally per (device type, op). Kept in one table so a
 # measurement changes one line. CPU: the cpp attention kernels measured 2.5-10x faster than the
@@ -59,77 +60,8 @@ def auto_order(device_type: str, op: str) -> Tuple[str, ...]:
     return AUTO_ORDER.get((device_type, op)) or AUTO_ORDER.get(device_type, ("reference",))
 
 
-# --------------------------------------------------------------------------------------- call descriptors
-# Typed, immutable, hashable descriptions of one op call. NamedTuples rather than frozen dataclasses:
-# building one is on every op call's path, and a tuple builds ~5x faster. Every kind starts with the
-# four fields every backend reads: op, device_type, dtype, requires_grad (grad mode on and some
-# differentiable input requires grad).
-
-
-class WindowAttentionCall(NamedTuple):
-    """`shifted_window_attention` (a map, `has_qkv_bias`, shift, pad order) or `window_attention`
-    (given windows, `has_mask`)."""
-
-    op: str
-    device_type: str
-    dtype: torch.dtype
-    requires_grad: bool
-    num_heads: int = 1
-    head_dim: int = 0
-    window_size: Tuple[int, int] = (1, 1)
-    shift_size: Tuple[int, int] = (0, 0)
-    pad_order: str = "roll_pad"
-    dropout_p: float = 0.0
-    has_table: bool = False
-    has_qkv_bias: bool = False
-    has_mask: bool = False
-    cosine: bool = False  # Swin V2 cosine attention (a per-head logit scale instead of `scale`)
-
-
-class AttentionCall(NamedTuple):
-    """Global attention over `seq_len` tokens."""
-
-    op: str
-    device_type: str
-    dtype: torch.dtype
-    requires_grad: bool
-    num_heads: int = 1
-    head_dim: int = 0
-    seq_len: int = 0
-    dropout_p: float = 0.0
-
-
-class ConvCall(NamedTuple):
-    """`dwconv2d` and `dwconv_layernorm`."""
-
-    op: str
-    device_type: str
-    dtype: torch.dtype
-    requires_grad: bool
-    kernel_size: int = 3
-    channels: int = 0
-    layout: str = "NCHW"  # how x is indexed ("NCHW" or "NHWC"), not its memory format
-    channels_last: bool = False  # channels are the fastest-moving dimension in memory
-    residual: bool = False
-    has_bias: bool = False
-
-
-class LinearCall(NamedTuple):
-    """`linear_gelu`: x [..., in_features] @ weight^T + bias, then GELU; `linear`: the projection plus an
-    optional residual; `conv1x1`: the same over the channels of an NCHW map (GELU form or None)."""
-
-    op: str
-    device_type: str
-    dtype: torch.dtype
-    requires_grad: bool
-    in_features: int = 0
-    out_features: int = 0
-    approximate: Optional[str] = "none"
-    has_bias: bool = False
-    residual: bool = False
-
-
-Call = Union[WindowAttentionCall, AttentionCall, ConvCall, LinearCall]
+# Call descriptors (`WindowAttentionCall`, `AttentionCall`, `ConvCall`, `LinearCall`) are defined with
+# the ops in `fastwin.contract`; they are re-exported here, where backends read them.
 
 
 # ------------------------------------------------------------------------------------------- choice state

@@ -4,7 +4,8 @@ suite (`tests/test_conformance.py`) and `fastwin check`.
 For a case, a backend and a dtype, `run_case`:
   1. draws fresh random inputs in the dtype (fp64 values rounded to it);
   2. runs the op on the backend (strictly: no silent fallback) and, on the same inputs, the reference
-     in the same dtype and in fp64, forward and backward with one random cotangent;
+     in the same dtype and in fp64, forward and backward with one random cotangent (`reference_run`,
+     which several backends of one (case, dtype) can share);
   3. checks every result with the rule `|fast - exact| <= 2 |ref_lowp - exact| + floor * max(|exact|, 1)`
      and that the backend returned gradients for exactly the inputs the reference did.
 """
@@ -310,13 +311,33 @@ def supported(case: Case, backend: str, device, dtype) -> Optional[str]:
     return dispatch.why_not(backend, call._replace(requires_grad=True))
 
 
-def run_case(case: Case, backend: str, dtype: torch.dtype, device="cpu") -> Result:
-    """Compare `backend` with the reference on `case` (see the module docstring)."""
+@dataclasses.dataclass
+class Reference:
+    """A case's inputs in one dtype, its cotangents, and the reference's results on them, in that dtype
+    (`low`) and in fp64 (`exact`): what every backend of that (case, dtype) is compared with."""
+
+    tensors: List[Optional[torch.Tensor]]
+    cotangents: List[torch.Tensor]
+    low: Tuple[Tuple[torch.Tensor, ...], Dict[str, torch.Tensor]]
+    exact: Tuple[Tuple[torch.Tensor, ...], Dict[str, torch.Tensor]]
+
+
+def reference_run(case: Case, dtype: torch.dtype, device="cpu") -> Reference:
+    """Draw the case's inputs in `dtype` and run the reference on them, in `dtype` and in fp64."""
     tensors = case.make(device, dtype)
-    fast, fast_g, cot, ran = _forward_backward(case, tensors, backend)
-    low, low_g, _, _ = _forward_backward(case, tensors, "reference", cot)
+    low, low_g, cot, _ = _forward_backward(case, tensors, "reference")
     exact_in = [None if t is None else t.double() for t in tensors]
     exact, exact_g, _, _ = _forward_backward(case, exact_in, "reference", cot)
+    return Reference(tensors, cot, (low, low_g), (exact, exact_g))
+
+
+def run_case(case: Case, backend: str, dtype: torch.dtype, device="cpu",
+             reference: Optional[Reference] = None) -> Result:
+    """Compare `backend` with the reference on `case` (see the module docstring); `reference`: a
+    `reference_run` of this case and dtype to reuse (several backends, one reference), else a fresh one."""
+    ref = reference if reference is not None else reference_run(case, dtype, device)
+    fast, fast_g, _, ran = _forward_backward(case, ref.tensors, backend, ref.cotangents)
+    (low, low_g), (exact, exact_g) = ref.low, ref.exact
     res = Result(case.name, backend, dtype, ran, grads_fast=tuple(sorted(fast_g)), grads_ref=tuple(sorted(exact_g)))
     for i, (f, lo, ex) in enumerate(zip(fast, low, exact)):
         res.errors[f"output {i}" if len(fast) > 1 else "output"] = (_finite_err(f, ex), bound(lo, ex, dtype))

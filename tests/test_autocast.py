@@ -12,15 +12,14 @@ import torch
 
 import fastwin
 from fastwin import testing
-from fastwin.models.swin import SwinTransformer
 from fastwin.models.uniformer import UniFormer
+from tests.helpers import BACKEND_DEVICES, tiny_swin
 from tiny_cases import CASES, inputs_or_skip, on, outs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: thread hand-offs cost more than the work
 
 # (backend, device, autocast dtype): CPU bf16 here; the CUDA rows run where there is a GPU
-BACKENDS = (("reference", "cpu", torch.bfloat16), ("cpp", "cpu", torch.bfloat16), ("triton", "cpu", torch.bfloat16),
-            ("reference", "cuda", torch.float16), ("cuda", "cuda", torch.float16), ("triton", "cuda", torch.float16))
+BACKENDS = [(name, device, torch.bfloat16 if device == "cpu" else torch.float16) for name, device in BACKEND_DEVICES]
 
 
 def _ids(v):
@@ -52,17 +51,12 @@ def test_op_follows_autocast(case, backend, device, dtype):
         assert grad is None or (grad.dtype == torch.float32 and torch.isfinite(grad).all())
 
 
-def _tiny_swin():
-    return SwinTransformer(img_size=48, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4,
-                           num_classes=5, drop_path_rate=0.0)
-
-
 def _tiny_uniformer():
     return UniFormer(depth=(1, 1, 1, 1), img_size=32, num_classes=5, embed_dim=(16, 32, 32, 64), head_dim=16,
                      layer_scale=0.5)
 
 
-MODELS = {"swin": (_tiny_swin, (2, 3, 44, 40)), "uniformer": (_tiny_uniformer, (2, 3, 64, 64))}
+MODELS = {"swin": (lambda: tiny_swin(depths=(2, 2), num_heads=(1, 2)), (2, 3, 44, 40)), "uniformer": (_tiny_uniformer, (2, 3, 64, 64))}
 
 
 @pytest.mark.parametrize("device,dtype", [("cpu", torch.bfloat16), ("cuda", torch.float16)], ids=_ids)

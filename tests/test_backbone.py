@@ -7,6 +7,7 @@ from timm_compat import require_timm
 
 import fastwin
 from fastwin.models.features import FeatureMaps, feature_take_indices
+from tests.helpers import randomize, rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,23 +21,6 @@ CFG_KEYS = ("architecture", "tag", "input_size", "interpolation", "crop_pct", "m
 
 def tiny(name):
     return TINY[name.split("_")[0]]
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
-
-
-def _randomize(model):
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
-            elif name.endswith("weight"):
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    return model
 
 
 # ------------------------------------------------------------------------------ fastwin alone
@@ -174,7 +158,7 @@ def test_every_model_has_pretrained_cfg_and_optimizer_surface():
 
 def test_pretrained_from_local_file_and_tags(tmp_path):
     torch.manual_seed(0)
-    src = _randomize(fastwin.create_model("swin_tiny_patch4_window7_224", **SWIN)).eval()
+    src = randomize(fastwin.create_model("swin_tiny_patch4_window7_224", **SWIN)).eval()
     path = tmp_path / "w.pth"
     torch.save({"model": src.state_dict()}, path)
     model = fastwin.create_model("swin_tiny_patch4_window7_224.ms_in1k", pretrained=True,
@@ -228,7 +212,7 @@ def test_swin_features_only_equals_timm(img_size, tmp_path):
     """Same weights (a timm file loaded the timm way by both libraries): every stage map equal."""
     timm = require_timm()
     torch.manual_seed(0)
-    ref = _randomize(timm.create_model("swin_tiny_patch4_window7_224", img_size=img_size, **SWIN)).eval()
+    ref = randomize(timm.create_model("swin_tiny_patch4_window7_224", img_size=img_size, **SWIN)).eval()
     path = tmp_path / "timm_swin.pth"
     torch.save(ref.state_dict(), path)
     kw = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), img_size=img_size, **SWIN)
@@ -258,7 +242,7 @@ def test_swin_features_only_equals_timm(img_size, tmp_path):
 def test_vit_forward_intermediates_equal_timm(name):
     timm = require_timm()
     torch.manual_seed(0)
-    ref = _randomize(timm.create_model(name, **VIT)).eval()
+    ref = randomize(timm.create_model(name, **VIT)).eval()
     model = fastwin.create_model(name, checkpoint=ref.state_dict(), **VIT).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

@@ -10,19 +10,14 @@ import torch
 
 import fastwin
 from fastwin import dispatch
-from fastwin.models.swin import SwinTransformer
 from fastwin.models.uniformer import UniFormer
 from tests.conftest import requires_cuda
+from tests.helpers import FAST, tiny_swin
 from tests.tolerance import assert_within_rule
 
-BACKENDS = [b for b in ("triton", "cpp", "cuda") if fastwin.backends()[b]]
+BACKENDS = [pytest.param(b, marks=pytest.mark.slow) if b == "triton" and not torch.cuda.is_available() else b
+            for b in FAST]  # the Triton interpreter runs whole models slowly
 DEVICE = {"triton": "cuda" if torch.cuda.is_available() else "cpu", "cpp": "cpu", "cuda": "cuda"}
-
-
-def tiny_swin():
-    # 48 px, patch 4 -> maps 12, 6 (padded to 8), 3 and 2 (windows shrink, no shift): every code path.
-    return SwinTransformer(img_size=48, patch_size=4, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
-                           window_size=4, num_classes=5, drop_path_rate=0.0)
 
 
 def tiny_uniformer(conv_stem):

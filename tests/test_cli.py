@@ -29,6 +29,7 @@ _TINY = ["bench", "--model", "swin_tiny_patch4_window7_224", "--batch", "1", "--
          "--warmup", "0", "--no-compile", "--quiet"]
 
 
+@pytest.mark.slow
 def test_bench_small_model_has_auto_and_timm_rows(capsys, one_thread):
     assert cli.main(_TINY) == 0
     out = capsys.readouterr().out

@@ -36,6 +36,7 @@ def compiled(tmp_path_factory):
 
 
 @requires_nvcc
+@pytest.mark.slow  # nvcc: minutes on 2 cores
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name", [os.path.basename(p) for p in cr.cu_files()])
 def test_nvcc_compiles(compiled, name, target):
@@ -44,6 +45,7 @@ def test_nvcc_compiles(compiled, name, target):
 
 
 @requires_nvcc
+@pytest.mark.slow  # needs the nvcc build of every kernel (the `compiled` fixture)
 @pytest.mark.parametrize("target", TARGETS)
 def test_tensor_core_kernels_use_hmma_without_spills(compiled, target):
     kernels = {}
@@ -81,6 +83,7 @@ namespace c10 { namespace cuda { struct CUDAGuard { explicit CUDAGuard(c10::Devi
 }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not on PATH")
 def test_bindings_compile_against_torch_headers(tmp_path):
     """bindings_cuda.cpp only builds where torch has CUDA; check its C++ here against torch's CPU

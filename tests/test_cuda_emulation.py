@@ -106,7 +106,7 @@ def run_swin(E, B, H, W, w, s, heads, d, pad_order, dtype, qkv=None, scale_q=1.0
     qkv_bias = torch.randn(3 * heads * d, dtype=torch.float64)
     pr, sc = pad_order == "pad_roll", d ** -0.5
     return compare(
-        lambda q, t, b: shifted_window_attention_ref(q, heads, (w, w), (s, s), t, b, None, pad_order),
+        lambda q, t, b: shifted_window_attention_ref(q, t, b, heads, (w, w), (s, s), None, pad_order == "pad_roll"),
         lambda q, t, b: E.shifted_window_attention_fwd(q, t, b, heads, [w, w], [s, s], sc, pr),
         lambda g, o, lse, q, t, b: E.shifted_window_attention_bwd(g, o, lse, q, t, b, heads, [w, w], [s, s], sc, pr,
                                                                   [True, True, True]),
@@ -153,7 +153,7 @@ def test_window_attention(emu, plan, mask_kind, dtype):
     qkv = torch.randn(8, N, 3 * heads * d, dtype=torch.float64)
     table = torch.randn((2 * w - 1) ** 2, heads, dtype=torch.float64)
     sc = d ** -0.5
-    compare(lambda q, t, m: window_attention_ref(q, heads, (w, w), t, m),
+    compare(lambda q, t, m: window_attention_ref(q, t, m, heads, (w, w)),
             lambda q, t, m: emu.window_attention_fwd(q, t, m, heads, [w, w], sc),
             lambda g, o, lse, q, t, m: emu.window_attention_bwd(g, o, lse, q, t, m, heads, [w, w], sc,
                                                                 [True, True, True]),
@@ -186,7 +186,7 @@ def test_non_contiguous_qkv(emu, layout, dtype):
         return strided_qkv(q, layout)
 
     sc = d ** -0.5
-    compare(lambda q, t, b: shifted_window_attention_ref(q, heads, (w, w), (s, s), t, b),
+    compare(lambda q, t, b: shifted_window_attention_ref(q, t, b, heads, (w, w), (s, s)),
             lambda q, t, b: emu.shifted_window_attention_fwd(strided(q), t, b, heads, [w, w], [s, s], sc, False),
             lambda g, o, lse, q, t, b: emu.shifted_window_attention_bwd(g, o, lse, strided(q), t, b, heads, [w, w],
                                                                         [s, s], sc, False, [True, True, True]),
@@ -209,7 +209,7 @@ def test_fully_masked_row(emu, dtype):
     sc = d ** -0.5
     with sdpa_kernel([SDPBackend.MATH]):
         out, grads = compare(
-            lambda q, t, m: window_attention_ref(q, heads, (w, w), t, m),
+            lambda q, t, m: window_attention_ref(q, t, m, heads, (w, w)),
             lambda q, t, m: emu.window_attention_fwd(q, t, m, heads, [w, w], sc),
             lambda g, o, lse, q, t, m: emu.window_attention_bwd(g, o, lse, q, t, m, heads, [w, w], sc,
                                                                 [True, True, True]),

@@ -6,14 +6,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fastwin.models.swin import SwinTransformer
+from tests.helpers import tiny_swin
 
 
-def tiny_swin():
+def swin_9x9():
     torch.manual_seed(0)
     # 36 px -> 9x9 map: padded windows and shifted blocks in stage 1; stage 2 (5x5) shrinks.
-    return SwinTransformer(img_size=36, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2),
-                           window_size=4, num_classes=5, drop_path_rate=0.0)
+    return tiny_swin(36, depths=(2, 2), num_heads=(1, 2))
 
 
 def batch():
@@ -26,7 +25,7 @@ def _worker(rank, world, store, path):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        model = torch.nn.parallel.DistributedDataParallel(tiny_swin())
+        model = torch.nn.parallel.DistributedDataParallel(swin_9x9())
         x, y = batch()
         shard = slice(rank * 2, rank * 2 + 2)
         loss = torch.nn.functional.cross_entropy(model(x[shard]), y[shard])
@@ -40,6 +39,7 @@ def _worker(rank, world, store, path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_ddp_two_processes_match_single_process(tmp_path):
     path = str(tmp_path / "grads.pt")
@@ -52,7 +52,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
             pytest.fail("the DDP ranks did not finish within 300 s")
     ddp_grads = torch.load(path)
 
-    model = tiny_swin()
+    model = swin_9x9()
     x, y = batch()
     torch.nn.functional.cross_entropy(model(x), y).backward()
     assert set(ddp_grads) == {n for n, _ in model.named_parameters()}

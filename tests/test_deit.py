@@ -10,6 +10,7 @@ import vit_literal as lit
 import fastwin
 from fastwin.losses import DistillationLoss
 from fastwin.models.deit import VisionTransformerDistilled
+from tests.helpers import randomize, rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,12 +19,8 @@ REAL = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 
 
 
-def _rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
 def _pair():
-    ref = lit.randomize_(lit.VisionTransformer(num_classes=6, distilled=True, **SMALL))
+    ref = randomize(lit.VisionTransformer(num_classes=6, distilled=True, **SMALL))
     model = fastwin.create_model("deit_small_distilled_patch16_224", num_classes=6, **SMALL)
     fastwin.load_checkpoint(model, ref.state_dict())
     return model, ref
@@ -48,11 +45,11 @@ def test_distilled_train_and_eval_outputs():
     model.train(), ref.train()
     cls_logits, dist_logits = model(x)
     want_cls, want_dist = ref(x)
-    assert _rel_err(cls_logits, want_cls) < 1e-5 and _rel_err(dist_logits, want_dist) < 1e-5
+    assert rel_err(cls_logits, want_cls) < 1e-5 and rel_err(dist_logits, want_dist) < 1e-5
     assert not torch.allclose(cls_logits, dist_logits)  # two different heads on two different tokens
     model.eval(), ref.eval()
     out = model(x)
-    assert _rel_err(out, ref(x)) < 1e-5
+    assert rel_err(out, ref(x)) < 1e-5
     assert torch.allclose(out, (cls_logits + dist_logits) / 2, atol=1e-5)
     feats = model.forward_features(x)
     assert torch.allclose(model.forward_head(feats, pre_logits=True), (feats[:, 0] + feats[:, 1]) / 2)
@@ -65,22 +62,22 @@ def test_distilled_other_size_and_checkpoint_resample(tmp_path):
     model, ref = _pair()
     model.eval(), ref.eval()
     x = torch.randn(1, 3, 48, 40)
-    assert _rel_err(model(x), ref(x)) < 1e-5  # both prefix tokens keep their embeddings
+    assert rel_err(model(x), ref(x)) < 1e-5  # both prefix tokens keep their embeddings
     torch.save({"model": ref.state_dict()}, tmp_path / "deit.pth")
     big = fastwin.create_model("deit_small_distilled_patch16_224", num_classes=6, checkpoint=str(tmp_path / "deit.pth"),
                                **dict(SMALL, img_size=48)).eval()
     assert torch.equal(big.pos_embed[:, :2], ref.pos_embed[:, :2])
     y = torch.randn(1, 3, 48, 48)
-    assert _rel_err(big(y), ref(y)) < 1e-5
+    assert rel_err(big(y), ref(y)) < 1e-5
 
 
 def test_plain_deit_is_vit_and_swap():
-    ref = lit.randomize_(lit.VisionTransformer(num_classes=6, distilled=True, **SMALL)).eval()
+    ref = randomize(lit.VisionTransformer(num_classes=6, distilled=True, **SMALL)).eval()
     x = torch.randn(2, 3, 32, 32)
     want = ref(x)
     _, report = fastwin.swap(ref)
     assert report.counts() == {"Attention": 2}
-    assert _rel_err(ref(x), want) < 1e-5
+    assert rel_err(ref(x), want) < 1e-5
     plain = fastwin.create_model("deit_tiny_patch16_224", num_classes=0, **SMALL)
     assert not isinstance(plain, VisionTransformerDistilled) and plain(x).shape == (2, 64)
 

@@ -127,6 +127,7 @@ def test_explicit_backend_falls_back_with_warning_or_raises_when_strict(monkeypa
     assert name == "reference"
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_env_var_sets_default():
     code = "import fastwin; print(fastwin.get_backend())"
     env = dict(os.environ, FASTWIN_BACKEND="reference")

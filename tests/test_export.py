@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import fastwin
+from tests.helpers import FAST, rel_err
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
 # Export traces on the CPU; Triton runs there only interpreted (no graph to export through it).
-BACKENDS = ["reference"] + [name for name in ("cpp", "cuda", "triton") if fastwin.backends()[name]
-                            and not (name == "triton" and not torch.cuda.is_available())]
+BACKENDS = ["reference"] + [name for name in FAST if not (name == "triton" and not torch.cuda.is_available())]
 MODELS = {
     # two stages: W-MSA and SW-MSA on a 16x16 map with window 7 (padded, shifted), patch merging
     "swin_tiny_patch4_window7_224": (dict(embed_dim=32, depths=(2, 1), num_heads=(1, 2)), 64),
@@ -25,10 +25,6 @@ MODELS = {
     "uniformer_small": (dict(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_dim=16), 64),
     "deit_small_patch16_224": (dict(depth=2, embed_dim=64, num_heads=2), 48),
 }
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +38,7 @@ CASES = [(name, backend) for name in MODELS for backend in BACKENDS
          if backend == "reference" or not name.startswith("swinv2")]  # V2 falls back the same way as V1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,backend", CASES)
 def test_default_onnx_export_matches_eager(name, backend, tmp_path, quiet):
     kwargs, size = MODELS[name]

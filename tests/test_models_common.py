@@ -31,7 +31,8 @@ def test_every_spec_model_is_registered():
     assert fastwin.list_models("swin_*") == sorted(n for n in SPEC_NAMES if n.startswith("swin"))
 
 
-@pytest.mark.parametrize("name", fastwin.list_models())
+@pytest.mark.parametrize("name", [n if "tiny" in n or "small" in n else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in fastwin.list_models()])  # base / large sizes: seconds each
 def test_model_forward_backward_and_surface(name):
     torch.manual_seed(0)
     model = fastwin.create_model(name, num_classes=7)

@@ -150,6 +150,7 @@ def _double(model):
     return copy.deepcopy(model).double()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["swin", "uniformer"])
 def test_model_inference_matches_reference_after_load_state_dict_and_training(name):
     torch.manual_seed(0)

@@ -14,12 +14,12 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fastwin
-from fastwin import dispatch, ops
+from fastwin import contract, dispatch, ops
 from fastwin.backend import library
+from tests.helpers import FAST
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NAMESPACES = [ns for ns, backend in (("fastwin_C", "cpp"), ("fastwin", "triton")) if fastwin.backends()[backend]]
-FAST = [name for name in ("cpp", "triton", "cuda") if fastwin.backends()[name]]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -27,31 +27,52 @@ def _device_for(namespace):
     return "cpu" if namespace == "fastwin_C" else DEVICE
 
 
-def _sample(op: str, device, dtype=torch.float32, d=16):
-    """(tensor inputs, attributes) of `<op>_fwd` at a tiny shape with padding, shift and every input.
+def _mask(n, dtype, device):
+    """A Swin-like additive mask [2, n, n]: 0 or -100 on ~30% of the pairs, plus noise."""
+    return torch.where(torch.rand(2, n, n, device=device) < 0.3, -100.0, 0.0).to(dtype) + \
+        0.1 * torch.randn(2, n, n, device=device, dtype=dtype)
 
-    Head dim `d`: 16 is the smallest the Triton kernels take; the C++ kernels take any (gradcheck in
-    fp64 uses 4 to stay fast)."""
-    r = lambda *s: torch.randn(*s, device=device, dtype=dtype)  # noqa: E731
-    c3 = 3 * 2 * d
-    if op == "shifted_window_attention":
-        return [r(1, 3, 5, c3), r(9, 2), r(c3)], [2, [2, 2], [1, 1], 0.3, True]
-    if op == "window_attention":
-        mask = torch.where(torch.rand(2, 4, 4, device=device) < 0.3, -100.0, 0.0).to(dtype) + 0.1 * r(2, 4, 4)
-        return [r(4, 4, c3), r(9, 2), mask], [2, [2, 2], 0.3]
-    if op == "attention":
-        return [r(2, 5, c3)], [2, 0.3]
-    if op == "dwconv2d":
-        return [r(2, 3, 5, 4).contiguous(memory_format=torch.channels_last), r(3, 1, 3, 3), r(3)], [True, "NCHW"]
-    if op == "dwconv_layernorm":
-        return [r(1, 5, 4, 3), r(3, 1, 3, 3), r(3), r(3), r(3)], [1e-6, "NHWC"]
-    if op == "linear_gelu":
-        return [r(2, 3, 12), r(8, 12), r(8)], ["tanh", True]
-    raise AssertionError(op)
+
+# Per op of the contract: its tensor inputs (in the row's order, as functions of the head dim d and a
+# random-tensor maker) and the other arguments of its `fastwin.ops` function: a tiny shape with padding,
+# shift and every input. Everything else a test needs (the raw `<op>_fwd` arguments, the op call) is
+# derived from these through the contract.
+SAMPLES = {
+    "shifted_window_attention": (lambda d, r: (r(1, 3, 5, 6 * d), r(9, 2), r(6 * d)),
+                                 dict(num_heads=2, window_size=2, shift_size=1, scale=0.3, pad_order="pad_roll")),
+    "window_attention": (lambda d, r: (r(4, 4, 6 * d), r(9, 2), _mask(4, r(1).dtype, r(1).device)),
+                         dict(num_heads=2, window_size=2, scale=0.3)),
+    "attention": (lambda d, r: (r(2, 5, 6 * d),), dict(num_heads=2, scale=0.3)),
+    "dwconv2d": (lambda d, r: (r(2, 3, 5, 4).contiguous(memory_format=torch.channels_last), r(3, 1, 3, 3), r(3)),
+                 dict(residual=True, layout="NCHW")),
+    "dwconv_layernorm": (lambda d, r: (r(1, 5, 4, 3), r(3, 1, 3, 3), r(3), r(3), r(3)), dict(eps=1e-6, layout="NHWC")),
+    "linear_gelu": (lambda d, r: (r(2, 3, 12), r(8, 12), r(8)), dict(approximate="tanh")),
+}
+
+
+def _tensors(op: str, device, dtype=torch.float32, d=16):
+    """The sample's tensor inputs. Head dim `d`: 16 is the smallest the Triton kernels take; the C++
+    kernels take any (gradcheck in fp64 uses 4 to stay fast)."""
+    return list(SAMPLES[op][0](d, lambda *s: torch.randn(*s, device=device, dtype=dtype)))
+
+
+def _call(op: str, tensors, backend=None):
+    """`fastwin.ops.<op>` on the sample: the tensors by their contract names, the other arguments."""
+    return getattr(ops, op)(**dict(zip(contract.OPS[op].inputs, tensors)), **SAMPLES[op][1], backend=backend)
+
+
+def _sample(op: str, device, dtype=torch.float32, d=16):
+    """(tensor inputs, attributes) of `<op>_fwd` on the sample: what `fastwin.ops.<op>` hands a backend
+    (for inputs that require grad), cut to the schema's arguments."""
+    row = contract.OPS[op]
+    tensors = [t.requires_grad_() for t in _tensors(op, device, dtype, d)]
+    args = ops.arguments(op, **dict(zip(row.inputs, tensors)), **SAMPLES[op][1])
+    n = len(row.inputs)
+    return [t.detach() for t in args[:n]], list(args[n:row.n_args])
 
 
 def _registered(namespace):
-    return [spec for spec in library.SPECS.values() if library._has_op(namespace, f"{spec.name}_fwd")]
+    return [row for row in contract.FUSED if library.has_op(namespace, f"{row.name}_fwd")]
 
 
 def _cases():
@@ -62,12 +83,13 @@ def test_every_op_is_registered_at_import():
     """In a fresh interpreter, right after `import fastwin`: schemas, fakes and autograd are in place."""
     code = textwrap.dedent("""
         import torch, fastwin
+        from fastwin import contract
         from fastwin.backend import library
         names = {"cpp": "fastwin_C", "triton": "fastwin"}
         for backend, ns in names.items():
             if fastwin.backend.triton_backend.available() is None or backend == "cpp":
-                for spec in library.SPECS.values():
-                    if library._has_op(ns, spec.name + "_fwd"):
+                for spec in contract.FUSED:
+                    if library.has_op(ns, spec.name + "_fwd"):
                         op = f"{ns}::{spec.name}_fwd"
                         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "Autograd"), op
                         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "Meta"), op
@@ -77,6 +99,7 @@ def test_every_op_is_registered_at_import():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+@pytest.mark.slow  # torch.compile in a fresh interpreter
 def test_compile_fullgraph_in_a_fresh_process():
     """torch.compile(block, fullgraph=True) with `auto` on CPU, no warm-up call, matches eager."""
     code = textwrap.dedent("""
@@ -96,7 +119,7 @@ def test_compile_fullgraph_in_a_fresh_process():
 
 @pytest.mark.parametrize("namespace,op", _cases())
 def test_opcheck_forward_and_backward_ops(namespace, op):
-    spec = library.SPECS[op]
+    spec = contract.OPS[op]
     tensors, attrs = _sample(op, _device_for(namespace))
     ns = getattr(torch.ops, namespace)
     fwd, bwd = getattr(ns, f"{op}_fwd").default, getattr(ns, f"{op}_bwd").default
@@ -106,7 +129,7 @@ def test_opcheck_forward_and_backward_ops(namespace, op):
         results = fwd(*tensors, *attrs)
     results = results if isinstance(results, tuple) else (results,)
     grads = [torch.randn_like(results[i]) for i in range(spec.outputs)]
-    saved = [results[i] for i in spec.saved]
+    saved = [results[i] for i in spec.saved_at]
     needs = [True] * len(spec.differentiable)
     torch.library.opcheck(bwd, (*grads, *saved, *[t.detach() for t in tensors], *attrs, needs),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
@@ -115,7 +138,7 @@ def test_opcheck_forward_and_backward_ops(namespace, op):
 @pytest.mark.parametrize("namespace,op", _cases())
 def test_direct_calls_backpropagate(namespace, op):
     """`torch.ops.<ns>.<op>_fwd` called directly gives the reference's gradients (no warm-up needed)."""
-    spec = library.SPECS[op]
+    spec = contract.OPS[op]
     device = _device_for(namespace)
     dtype = torch.float64 if namespace == "fastwin_C" else torch.float32
     tensors, attrs = _sample(op, device, dtype, d=4 if dtype == torch.float64 else 16)
@@ -132,6 +155,7 @@ def test_direct_calls_backpropagate(namespace, op):
     got = got if isinstance(got, tuple) else (got,)
     ref_in = [t.double().requires_grad_() for t in tensors]
     ref = spec.reference(*ref_in, *attrs)
+    ref = ref if isinstance(ref, tuple) else (ref,)
     cot = [torch.randn_like(r) for r in ref]
     g_got = torch.autograd.grad(got[:spec.outputs], got_in, [c.to(dtype) for c in cot], allow_unused=True)
     g_ref = torch.autograd.grad(ref, ref_in, cot, allow_unused=True)
@@ -141,67 +165,51 @@ def test_direct_calls_backpropagate(namespace, op):
             torch.testing.assert_close(a.double(), b, rtol=1e-3, atol=1e-4)
 
 
-def _double_backward(op_call, backend):
+def _double_backward(op, tensors, backend):
     """grad of (d loss / d inputs)^2 w.r.t. the inputs, via create_graph=True."""
-    tensors = op_call.tensors()
     leaves = [t.clone().requires_grad_() for t in tensors]
     with fastwin.set_backend(backend, strict=True):
-        out = op_call.run(leaves)
-    out = out[0] if isinstance(out, tuple) else out
+        out = _call(op, leaves)
+    out = out[-1] if isinstance(out, tuple) else out  # dwconv_layernorm: the normed tokens
     first = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out).to(out)).sum(), leaves,
                                 create_graph=True)
     return torch.autograd.grad(sum(g.square().sum() for g in first), leaves, allow_unused=True)
 
 
-class _OpCall:
-    def __init__(self, op, run):
-        self.op, self.run_fn = op, run
-        self.data = [t for t in _sample(op, DEVICE if op != "dwconv_layernorm" else DEVICE)[0]]
-
-    def tensors(self):
-        return self.data
-
-    def run(self, leaves):
-        return self.run_fn(*leaves)
-
-
-DOUBLE = {
-    "shifted_window_attention": lambda q, t, b: ops.shifted_window_attention(q, 2, 2, 1, t, b, 0.3, "pad_roll"),
-    "window_attention": lambda q, t, m: ops.window_attention(q, 2, 2, t, m, 0.3),
-    "attention": lambda q: ops.attention(q, 2, 0.3),
-    "dwconv2d": lambda x, w, b: ops.dwconv2d(x, w, b, True),
-    "dwconv_layernorm": lambda x, w, b, lw, lb: ops.dwconv_layernorm(x, w, b, lw, lb, 1e-6, "NHWC")[1],
-    "linear_gelu": lambda x, w, b: ops.linear_gelu(x, w, b, "tanh"),
-}
-
-
 @pytest.mark.parametrize("backend", FAST or [pytest.param("none", marks=pytest.mark.skip("no fast backend"))])
-@pytest.mark.parametrize("op", list(DOUBLE))
+@pytest.mark.parametrize("op", list(SAMPLES))
 def test_double_backward_equals_reference(backend, op):
-    call = _OpCall(op, DOUBLE[op])
     device = "cpu" if backend == "cpp" else DEVICE
-    call.data = [t.to(device) for t in call.data]
-    reason = dispatch.why_not(backend, ops.describe(op, *_describe_args(op, call.data)))
+    tensors = _tensors(op, device)
+    reason = dispatch.why_not(backend, ops.describe(op, **dict(zip(contract.OPS[op].inputs, tensors)),
+                                                    **SAMPLES[op][1]))
     if reason is not None:
         pytest.skip(reason)
-    got = _double_backward(call, backend)
+    got = _double_backward(op, tensors, backend)
     with sdpa_kernel(SDPBackend.MATH):  # SDPA's fused kernels have no double backward of their own
-        want = _double_backward(call, "reference")
+        want = _double_backward(op, tensors, "reference")
     for a, b in zip(got, want):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def _describe_args(op, data):
-    return {
-        "shifted_window_attention": lambda q, t, b: (q, 2, 2, 1, t, b, 0.3, "pad_roll"),
-        "window_attention": lambda q, t, m: (q, 2, 2, t, m, 0.3),
-        "attention": lambda q: (q, 2, 0.3),
-        "dwconv2d": lambda x, w, b: (x, w, b, True),
-        "dwconv_layernorm": lambda x, w, b, lw, lb: (x, w, b, lw, lb, 1e-6, "NHWC"),
-        "linear_gelu": lambda x, w, b: (x, w, b, "tanh"),
-    }[op](*data)
+def test_every_fused_op_has_a_sample():
+    assert set(SAMPLES) == {row.name for row in contract.FUSED}
+
+
+@pytest.mark.parametrize("op", [row.name for row in contract.CPP])
+def test_cpp_schemas_are_the_contract(op):
+    """The C++ schemas (csrc/) declare exactly the contract rows' argument lists and results."""
+    if not fastwin.backends()["cpp"]:
+        pytest.skip(fastwin.backends().reasons["cpp"])
+    row = contract.OPS[op]
+    for kind, schema in (("fwd", row.fwd_schema), ("bwd", row.bwd_schema)):
+        (registered,) = torch._C._jit_get_schemas_for_operator(f"fastwin_C::{op}_{kind}")
+        want = torch._C.parse_schema(f"fastwin_C::{op}_{kind}{schema}")
+        assert [(a.name, str(a.type)) for a in registered.arguments] == \
+            [(a.name, str(a.type)) for a in want.arguments], (kind, str(registered))
+        assert len(registered.returns) == len(want.returns), (kind, str(registered))
 
 
 @pytest.mark.parametrize("namespace", NAMESPACES)
@@ -227,7 +235,7 @@ def test_set_backend_is_per_thread():
             seen[name] = (fastwin.get_backend(), ran[0][1])
             barrier.wait()
 
-    names = ["reference", FAST[0] if "cpp" in FAST else "auto"]
+    names = ["reference", "cpp" if "cpp" in FAST else "auto"]
     threads = [threading.Thread(target=worker, args=(n,)) for n in names]
     for t in threads:
         t.start()

@@ -72,7 +72,7 @@ def test_zero_head_dim_is_value_error_naming_qkv(op, shape):
 def test_reference_zero_size_map_directly():
     from fastwin.reference import shifted_window_attention_ref
 
-    out = shifted_window_attention_ref(torch.randn(1, 0, 5, C3), HEADS, (7, 7), (3, 3))
+    out = shifted_window_attention_ref(torch.randn(1, 0, 5, C3), None, None, HEADS, (7, 7), (3, 3))
     assert out.shape == (1, 0, 5, HEADS * D)
 
 

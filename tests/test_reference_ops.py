@@ -120,8 +120,8 @@ def test_shifted_window_attention_matches_literal(B, H, W, heads, d, window, shi
 
 def test_pad_orders_differ_when_padded_and_shifted():
     qkv = torch.randn(1, 10, 9, 24, dtype=torch.float64)
-    a = R.shifted_window_attention_ref(qkv, 2, (7, 7), (3, 3), pad_order="roll_pad")
-    b = R.shifted_window_attention_ref(qkv, 2, (7, 7), (3, 3), pad_order="pad_roll")
+    a = R.shifted_window_attention_ref(qkv, None, None, 2, (7, 7), (3, 3), pad_roll=False)
+    b = R.shifted_window_attention_ref(qkv, None, None, 2, (7, 7), (3, 3), pad_roll=True)
     assert not torch.allclose(a, b)
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import zlib
 
+import pytest
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -14,6 +15,7 @@ def test_seed_is_the_crc32_of_the_test_id(request):
     assert torch.initial_seed() == zlib.crc32(request.node.nodeid.encode()) % (2**31)
 
 
+@pytest.mark.slow  # pytest in fresh interpreters
 def test_a_failure_reports_its_seed_in_any_process(tmp_path):
     """A failing test in a child process with a different hash seed: the report names the seed the
     test really ran with."""

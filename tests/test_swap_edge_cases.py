@@ -15,14 +15,11 @@ import fastwin
 from fastwin.layers import SwinTransformerBlock
 from fastwin.models.uniformer import SABlock
 from fastwin.swap.swin import _SwinBlockHW
+from tests.helpers import randomize, rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=7, num_classes=10)
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 def _with_attn_drop(model: nn.Module, p: float) -> nn.Module:
@@ -75,7 +72,7 @@ def test_swap_bare_detection_block():
 
 
 def test_swap_bare_uniformer_sablock():
-    blk = ulit.randomize_(ulit.SABlock(64, 2, layer_scale=True)).eval()
+    blk = randomize(ulit.SABlock(64, 2, layer_scale=True)).eval()
     x = torch.randn(2, 64, 5, 6)
     with torch.no_grad():
         want = blk(x)
@@ -168,7 +165,7 @@ def test_swap_on_meta_global_attention():
 
 def test_swap_leaves_what_it_shares_as_it_was():
     """Mixed precision (a norm kept in fp64 here) and frozen eval-mode norms survive the swap."""
-    model = nn.Sequential(ulit.randomize_(ulit.SABlock(32, 2)), ulit.randomize_(ulit.CBlock(32))).train()
+    model = nn.Sequential(randomize(ulit.SABlock(32, 2)), randomize(ulit.CBlock(32))).train()
     model[0].norm2.double()
     model[1].norm1.eval()
     dtypes = {n: p.dtype for n, p in model.named_parameters()}

@@ -16,6 +16,7 @@ import torch
 import fastwin
 from fastwin.dispatch import unavailable_reason
 from tests.conftest import requires_cuda
+from tests.helpers import rel_err
 
 transformers = pytest.importorskip("transformers")
 
@@ -48,10 +49,6 @@ def build(family: str, window: int, embed_dim=16, depths=(2, 2), heads=(2, 4), d
         for name, p in model.named_parameters():
             p.add_(torch.randn_like(p) * (0.3 if name.endswith("logit_scale") else 0.1))
     return model, copy.deepcopy(model)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
 
 
 def use_backend(name: str):

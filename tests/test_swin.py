@@ -15,16 +15,13 @@ import fastwin
 from fastwin.layers.swin_block import PatchMerging, SwinTransformerBlock
 from fastwin.models.swin import SwinTransformer
 from fastwin.swap.swin import _SwinBlockHW
+from tests.helpers import rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7)
 SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)
 
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 def fastwin_model(img_size, cfg=TINY, num_classes=10, **kw):

@@ -16,18 +16,14 @@ import fastwin
 from fastwin.layers.swin_v2_block import PatchMergingV2, SwinTransformerV2Block, WindowAttentionV2, log_spaced_coords
 from fastwin.models.swin_v2 import SwinTransformerV2
 from fastwin.reference import shifted_window_attention_ref, window_attention_ref
+from tests.helpers import FAST, randomize, rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=8)
-FAST = [name for name in ("cpp", "triton", "cuda") if fastwin.backends()[name]]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # whole models: not through Triton's CPU interpreter (minutes); ops tests cover it there
 MODEL_BACKENDS = [name for name in FAST if not (name == "triton" and DEVICE == "cpu")]
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
 
 
 # ------------------------------------------------------------------------------ literal V2 attention
@@ -92,7 +88,7 @@ def _v2_inputs(B, H, W, heads, d, window, dtype=torch.float64, device="cpu"):
 @pytest.mark.parametrize("H,W,window,shift", [(8, 8, (4, 4), (0, 0)), (8, 8, (4, 4), (2, 2)), (7, 10, (4, 3), (2, 1))])
 def test_reference_shifted_cosine_matches_literal(H, W, window, shift, order):
     qkv, table, qkv_bias, ls = _v2_inputs(2, H, W, 2, 8, window)
-    got = shifted_window_attention_ref(qkv, 2, window, shift, table, qkv_bias, 0.123, order, 0.0, ls)  # scale unused
+    got = shifted_window_attention_ref(qkv, table, qkv_bias, 2, window, shift, 0.123, order == "pad_roll", 0.0, ls)  # scale unused
     want = literal_v2_shifted(qkv, 2, window, shift, table, qkv_bias, ls, order)
     torch.testing.assert_close(got, want)
 
@@ -102,7 +98,7 @@ def test_reference_window_cosine_matches_literal():
     table = torch.randn(5 * 7, 2, dtype=torch.float64)
     mask = torch.where(torch.rand(3, 12, 12) > 0.6, -100.0, 0.0).double()
     ls = torch.tensor([2.0, 37.0], dtype=torch.float64)
-    got = window_attention_ref(qkv, 2, (3, 4), table, mask, None, 0.0, ls)
+    got = window_attention_ref(qkv, table, mask, 2, (3, 4), None, 0.0, ls)
     torch.testing.assert_close(got, literal_v2_windows(qkv, 2, 3, 4, table, mask, ls))
 
 
@@ -141,7 +137,7 @@ def test_fused_v2_model_matches_reference(backend):
     """A tiny Swin V2 (shifted, padded windows, shrunk last stage) fwd + bwd on the backend."""
     torch.manual_seed(0)
     model = fastwin.create_model("swinv2_tiny_window8_256", img_size=(72, 88), num_classes=5, **TINY).to(DEVICE)
-    _randomize(model)
+    randomize(model, bias_std=0.3)
     x = torch.randn(2, 3, 72, 88, device=DEVICE)
     runs = {}
     for name in ("reference", backend):
@@ -157,24 +153,6 @@ def test_fused_v2_model_matches_reference(backend):
 
 # ------------------------------------------------------------------------------ modules
 
-def _randomize(model):
-    """Weights that make every part matter: post-norms around 1 (timm starts them at 0), a position
-    bias MLP with O(1) outputs, logit scales spread over [1, 100], non-zero q/v biases."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("logit_scale"):
-                v = torch.rand(p.shape, generator=gen) * math.log(100.0)
-            elif p.dim() >= 2:
-                v = torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5
-            elif name.endswith("weight"):
-                v = torch.rand(p.shape, generator=gen) + 0.5
-            else:
-                v = torch.randn(p.shape, generator=gen) * 0.3
-            p.copy_(v.to(p))
-    return model
-
-
 def test_patch_merging_v2_order_and_norm():
     m = PatchMergingV2(3)
     x = torch.randn(2, 5, 6, 3)
@@ -186,7 +164,7 @@ def test_patch_merging_v2_order_and_norm():
 def test_window_attention_v2_module_forward_backward():
     with fastwin.set_backend("reference"):
         attn = WindowAttentionV2(16, (4, 4), 2)
-        _randomize(attn)
+        randomize(attn, bias_std=0.3)
         x = torch.randn(6, 16, 16, requires_grad=True)
         mask = fastwin.ops.shift_mask(8, 4, (4, 4), (2, 2))  # 2 windows
         out = attn(x, mask)
@@ -230,7 +208,7 @@ def test_model_surface():
 def _timm_v2(timm, img_size, strict=True, **kw):
     ref = timm.create_model("swinv2_tiny_window8_256", pretrained=False, img_size=img_size, num_classes=5,
                             strict_img_size=strict, **{**TINY, **kw})
-    return _randomize(ref).eval()
+    return randomize(ref, bias_std=0.3).eval()
 
 
 @pytest.mark.parametrize("img_size,strict", [(256, True), ((200, 136), False), ((72, 88), False)])

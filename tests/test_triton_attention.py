@@ -24,6 +24,7 @@ def _swin_args(B, H, W, heads, d, window, dtype=torch.float32):
     return qkv, table, torch.randn(C3, device=DEVICE, dtype=dtype)
 
 
+@pytest.mark.slow
 def test_bias_grads_deterministic():
     """Table and qkv_bias gradients are fixed-order reductions: bitwise equal across runs."""
     qkv, table, qkv_bias = _swin_args(2, 10, 9, 1, 32, (7, 7))

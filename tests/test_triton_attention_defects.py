@@ -1,7 +1,7 @@
 """Regression tests for defects of the Triton window-attention kernels (issues 10 and 12).
 
-Each test drives the launchers of `fastwin.kernels.triton.window_attention` (the contract every op
-registration calls) through a small autograd Function and compares output and gradients with the
+Each test drives the launchers of `fastwin.kernels.triton.window_attention_launchers` (what the
+Triton ops are) through a small autograd Function and compares output and gradients with the
 reference under the SPEC §6 rule. Without CUDA they run under TRITON_INTERPRET=1 (conftest), so
 shapes stay tiny. Outputs are poisoned with NaN before the kernels write them.
 """
@@ -16,41 +16,41 @@ triton = pytest.importorskip("triton")
 
 import fastwin  # noqa: E402
 from fastwin.kernels.triton import window_attention as K  # noqa: E402
+from fastwin.kernels.triton import window_attention_launchers as L  # noqa: E402
 from fastwin.reference.attention import attention_ref  # noqa: E402
 from fastwin.reference.window import shifted_window_attention_ref, window_attention_ref  # noqa: E402
+from tests.helpers import poison  # noqa: E402,F401 (the fixture)
 from tests.tolerance import assert_within_rule  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    monkeypatch.setenv("FASTWIN_POISON", "1")
+pytestmark = pytest.mark.usefixtures("poison")  # launchers' allocations start as NaN
 
 
 class _Triton(torch.autograd.Function):
-    """Any of the three ops on the Triton launchers: mode "map" (shifted), "seq" (windows / global)."""
+    """One of the three ops on its Triton launchers, which take the op schema's arguments: the
+    `n_tensors` tensor inputs, then the attributes."""
 
     @staticmethod
-    def forward(ctx, qkv, table, qkv_bias, mask, geo_args, scale):
-        geo = K._Geometry(qkv, *geo_args)
-        out, lse = K.window_attention_fwd_triton(geo, qkv, table, qkv_bias, mask, scale)
-        ctx.save_for_backward(qkv, table, qkv_bias, mask, out, lse)
-        ctx.geo, ctx.scale = geo, scale
+    def forward(ctx, op, n_tensors, *args):
+        out, lse = getattr(L, f"{op}_fwd_triton")(*args)
+        ctx.save_for_backward(*args[:n_tensors], out, lse)
+        ctx.op, ctx.n, ctx.attrs = op, n_tensors, args[n_tensors:]
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        qkv, table, qkv_bias, mask, out, lse = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        dqkv, dtable, dbias, dmask = K.window_attention_bwd_triton(
-            ctx.geo, dout.contiguous(), qkv, table, qkv_bias, mask, out, lse, ctx.scale, need[1], need[2], need[3])
-        for name, g, t, n in (("table", dtable, table, need[1]), ("qkv_bias", dbias, qkv_bias, need[2]),
-                              ("mask", dmask, mask, need[3])):
+        *inputs, out, lse = ctx.saved_tensors
+        need = list(ctx.needs_input_grad[2:2 + ctx.n])
+        grads = getattr(L, f"{ctx.op}_bwd_triton")(dout.contiguous(), out, lse, *inputs, *ctx.attrs, need)
+        grads = list(grads) if isinstance(grads, tuple) else [grads]
+        for k, (g, t, n) in enumerate(zip(grads, inputs, need)):
             if n:
-                assert g.shape == t.shape and g.dtype == t.dtype, f"d{name}: {g.shape} {g.dtype} vs {t.shape} {t.dtype}"
-        return (dqkv, dtable if need[1] else None, dbias if need[2] else None, dmask if need[3] else None,
-                None, None)
+                if not g.numel() and t.numel():  # the input does not affect the output (qkv_bias, no padding)
+                    grads[k] = g = torch.zeros_like(t)
+                assert g.shape == t.shape and g.dtype == t.dtype, f"input {k}: {g.shape} {g.dtype} vs {t.shape} {t.dtype}"
+        return (None, None, *[g if n else None for g, n in zip(grads, need)], *[None] * len(ctx.attrs))
 
 
 def _scale(qkv, heads, scale):
@@ -58,16 +58,16 @@ def _scale(qkv, heads, scale):
 
 
 def shifted_triton(qkv, heads, window, shift, table, qkv_bias, scale=None, order="roll_pad"):
-    return _Triton.apply(qkv, table, qkv_bias, None, (heads, True, window, shift, order == "pad_roll"),
-                         _scale(qkv, heads, scale))
+    return _Triton.apply("shifted_window_attention", 3, qkv, table, qkv_bias, heads, window, shift,
+                         _scale(qkv, heads, scale), order == "pad_roll")
 
 
 def windows_triton(qkv, heads, window, table, mask, scale=None):
-    return _Triton.apply(qkv, table, None, mask, (heads, False, window), _scale(qkv, heads, scale))
+    return _Triton.apply("window_attention", 3, qkv, table, mask, heads, window, _scale(qkv, heads, scale))
 
 
 def global_triton(qkv, heads, scale=None):
-    return _Triton.apply(qkv, None, None, None, (heads, False, (1, 1)), _scale(qkv, heads, scale))
+    return _Triton.apply("attention", 1, qkv, heads, _scale(qkv, heads, scale))
 
 
 def _leaf(t):
@@ -112,7 +112,7 @@ def test_qkv_bias_strides_are_honoured():
         return shifted_triton(x, heads, window, (2, 2), t, w[::2])
 
     def ref(x, t, w):
-        return shifted_window_attention_ref(x, heads, window, (2, 2), t, w[::2])
+        return shifted_window_attention_ref(x, t, w[::2], heads, window, (2, 2))
 
     check(fast, ref, [qkv, table, wide], ["qkv", "table", "qkv_bias (wide)"], torch.float32)
 
@@ -130,13 +130,14 @@ _OFF64_SCRIPT = textwrap.dedent("""
     qkv = store.as_strided((1, H, W, C3), (2 * row + W * C3, row, C3, 1))
     qkv.copy_(torch.randn(1, H, W, C3, dtype=torch.float16))
     out = shifted_triton(qkv, heads, (2, 2), (1, 1), None, None)
-    ref = shifted_window_attention_ref(qkv.contiguous().double(), heads, (2, 2), (1, 1))
+    ref = shifted_window_attention_ref(qkv.contiguous().double(), None, None, heads, (2, 2), (1, 1))
     err = (out.double() - ref).abs().max().item()
     print("max error", err)
     sys.exit(0 if err < 2e-2 else 3)
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(DEVICE == "cuda", reason="interpreter test (virtual memory trick); GPU runs need 4 GB")
 def test_per_image_offsets_beyond_int32():
     """Defect 2: a qkv whose per-image offsets pass 2**31 elements must be read with 64-bit offsets.
@@ -153,8 +154,8 @@ def test_off64_switch():
     """The Python layer turns 64-bit offsets on exactly when a tensor spans 2**31 elements per image."""
     small = torch.empty(2, 3, 4, 48)
     big = torch.empty_strided((2, 3, 4, 48), (0, 2**30, 48, 1), device="meta")
-    assert not K._off64(small)
-    assert K._off64(big)
+    assert not L._off64(small)
+    assert L._off64(big)
 
 
 def test_mask_gradient():
@@ -169,7 +170,7 @@ def test_mask_gradient():
         return windows_triton(x, heads, window, t, m)
 
     def ref(x, t, m):
-        return window_attention_ref(x, heads, window, t, m)
+        return window_attention_ref(x, t, m, heads, window)
 
     check(fast, ref, [qkv, table, mask], ["qkv", "table", "mask"], torch.float32)
 
@@ -184,7 +185,7 @@ def test_mask_gradient_through_fastwin_ops():
         out = fastwin.ops.window_attention(qkv, heads, window, None, mask)
     (g,) = torch.autograd.grad(out, mask, torch.ones_like(out))
     m2 = mask.detach().double().requires_grad_(True)
-    ref = window_attention_ref(qkv.double(), heads, window, None, m2)
+    ref = window_attention_ref(qkv.double(), None, m2, heads, window)
     (g_ref,) = torch.autograd.grad(ref, m2, torch.ones_like(ref))
     torch.testing.assert_close(g.double(), g_ref, atol=1e-4, rtol=1e-4)
 
@@ -202,7 +203,7 @@ def test_inf_mask_over_first_key_block(dtype):
         return windows_triton(x, heads, window, None, mask)
 
     def ref(x):
-        return window_attention_ref(x, heads, window, None, mask.to(x.dtype))
+        return window_attention_ref(x, None, mask.to(x.dtype), heads, window)
 
     check(fast, ref, [qkv], ["qkv"], dtype)
 
@@ -224,7 +225,7 @@ def test_all_inf_rows_give_zero(window):
         return windows_triton(x, heads, window, t, m)
 
     def ref(x, t, m):
-        return window_attention_ref(x, heads, window, t, m)
+        return window_attention_ref(x, t, m, heads, window)
 
     out, grads = check(fast, ref, [qkv, table, mask], ["qkv", "table", "mask"], torch.float32)
     assert out[:, dead].abs().max().item() == 0.0
@@ -249,7 +250,7 @@ def test_saturated_softmax_backward_fp16(window, shift):
         return shifted_triton(x, heads, window, shift, t, b, scale=0.3)
 
     def ref(x, t, b):
-        return shifted_window_attention_ref(x, heads, window, shift, t, b, 0.3)
+        return shifted_window_attention_ref(x, t, b, heads, window, shift, 0.3)
 
     check(fast, ref, [qkv, table, qkv_bias], ["qkv", "table", "qkv_bias"], torch.float16)
 
@@ -281,7 +282,7 @@ def test_dense_bias_shifted(H, W, window, shift, order, dtype):
         return shifted_triton(x, heads, window, shift, t, b, order=order)
 
     def ref(x, t, b):
-        return shifted_window_attention_ref(x, heads, window, shift, t, b, pad_order=order)
+        return shifted_window_attention_ref(x, t, b, heads, window, shift, pad_roll=order == "pad_roll")
 
     check(fast, ref, [qkv, table, qkv_bias], ["qkv", "table", "qkv_bias"], dtype)
 
@@ -299,7 +300,7 @@ def test_dense_bias_windows_with_table_and_mask():
         return windows_triton(x, heads, window, t, m)
 
     def ref(x, t, m):
-        return window_attention_ref(x, heads, window, t, m)
+        return window_attention_ref(x, t, m, heads, window)
 
     check(fast, ref, [qkv, table, mask], ["qkv", "table", "mask"], torch.float16)
 
@@ -315,7 +316,7 @@ def test_head_dim_not_power_of_two(d):
         return shifted_triton(x, heads, window, (2, 2), t, b)
 
     def ref(x, t, b):
-        return shifted_window_attention_ref(x, heads, window, (2, 2), t, b)
+        return shifted_window_attention_ref(x, t, b, heads, window, (2, 2))
 
     check(fast, ref, [qkv, table, qkv_bias], ["qkv", "table", "qkv_bias"], torch.float32)
 

@@ -52,7 +52,7 @@ def test_dwconv2d_wgrad_splits_and_determinism():
     x = make_x(B, C, H, W, "channels_last", torch.float32)
     w = torch.randn(C, 1, k, k, device=DEVICE)
     g = torch.randn_like(x)
-    runs = [dwconv.dwconv2d_bwd_triton(g, x, w, True, "NCHW", pix_per_split=pps) for pps in (None, 37, 37)]
+    runs = [dwconv.dwconv2d_grads_triton(g, x, w, True, "NCHW", pix_per_split=pps) for pps in (None, 37, 37)]
     for a, b in zip(runs[1], runs[2]):
         assert torch.equal(a, b)  # deterministic: no atomics, fixed-order reduction
     for a, b in zip(runs[0], runs[1]):
@@ -113,8 +113,8 @@ def test_dwconv_layernorm_bwd_splits():
     lw = torch.randn(C, device=DEVICE)
     tokens, normed, mean, rstd = dwconv_layernorm.dwconv_layernorm_fwd_triton(x, w, None, lw, None, 1e-6, "NHWC")
     gt, gn = torch.randn_like(tokens), torch.randn_like(normed)
-    a = dwconv_layernorm.dwconv_layernorm_bwd_triton(gt, gn, x, w, lw, tokens, mean, rstd, "NHWC")
-    b = dwconv_layernorm.dwconv_layernorm_bwd_triton(gt, gn, x, w, lw, tokens, mean, rstd, "NHWC", pix_per_split=7)
+    a = dwconv_layernorm.dwconv_layernorm_grads_triton(gt, gn, x, w, lw, tokens, mean, rstd, "NHWC")
+    b = dwconv_layernorm.dwconv_layernorm_grads_triton(gt, gn, x, w, lw, tokens, mean, rstd, "NHWC", pix_per_split=7)
     for u, v in zip(a, b):
         torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
 

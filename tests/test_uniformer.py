@@ -8,16 +8,13 @@ import uniformer_literal as lit
 import fastwin
 from fastwin.layers import Attention
 from fastwin.models.uniformer import CBlock, SABlock, UniFormer
+from tests.helpers import randomize, rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # tiny depths and widths (the real configs' structure is checked separately, on the meta device)
 TINY = dict(depth=(1, 1, 2, 1), embed_dim=(32, 64, 128, 192))
 
-
-
-def _rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 def _build(fn):
@@ -31,7 +28,7 @@ def _build(fn):
 def _pair(name, **overrides):
     """(fastwin model, literal model) of variant `name` with the same (randomized) weights."""
     cfg = dict(lit.VARIANTS[name], **overrides)
-    ref = lit.randomize_(_build(lambda: lit.UniFormer(num_classes=10, **cfg)))
+    ref = randomize(_build(lambda: lit.UniFormer(num_classes=10, **cfg)))
     for k, v in ref.state_dict().items():
         if k.endswith("num_batches_tracked"):
             v.zero_()
@@ -74,7 +71,7 @@ def test_small_real_config_forward_train_and_eval():
         getattr(model, mode)(), getattr(ref, mode)()
         out, want = model(x), ref(x)
         assert out.shape == (2, 10)
-        assert _rel_err(out, want) < 1e-5, mode
+        assert rel_err(out, want) < 1e-5, mode
     # train mode updated the BatchNorm statistics identically
     for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), k
@@ -87,7 +84,7 @@ def test_variants_tiny_depth_forward(name):
     x = torch.randn(2, 3, 64, 64)
     for mode in ("eval", "train"):
         getattr(model, mode)(), getattr(ref, mode)()
-        assert _rel_err(model(x), ref(x)) < 1e-5, mode
+        assert rel_err(model(x), ref(x)) < 1e-5, mode
 
 
 @pytest.mark.parametrize("name,size", [("uniformer_small", (70, 45)), ("uniformer_small_plus", (37, 50))])
@@ -95,7 +92,7 @@ def test_arbitrary_input_size(name, size):
     model, ref = _pair(name, **TINY)
     model.eval(), ref.eval()
     x = torch.randn(1, 3, *size)
-    assert _rel_err(model(x), ref(x)) < 1e-5
+    assert rel_err(model(x), ref(x)) < 1e-5
 
 
 def test_backward_matches_literal():
@@ -160,7 +157,7 @@ def test_checkpoint_file_round_trip(tmp_path):
     fresh = fastwin.create_model("uniformer_base_ls", num_classes=10, checkpoint=str(path), **TINY).eval()
     ref.eval()
     x = torch.randn(1, 3, 64, 64)
-    assert _rel_err(fresh(x), ref(x)) < 1e-5
+    assert rel_err(fresh(x), ref(x)) < 1e-5
     # legacy files without BatchNorm counters load too
     legacy = {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
     fastwin.load_checkpoint(fresh, legacy)
@@ -174,7 +171,7 @@ def test_checkpoint_file_round_trip(tmp_path):
 def test_bad_checkpoint_raises_and_leaves_model_unchanged(corrupt, key):
     model, ref = _pair("uniformer_small", **TINY)
     before = copy.deepcopy(model.state_dict())
-    sd = lit.randomize_(copy.deepcopy(ref), seed=5).state_dict()
+    sd = randomize(copy.deepcopy(ref), seed=5).state_dict()
     corrupt(sd)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         fastwin.load_checkpoint(model, sd)
@@ -196,21 +193,21 @@ def test_swap_official_blocks_keeps_outputs(name):
         assert report.counts() == {"uniformer.CBlock": 2, "uniformer.SABlock": 3}, str(report)
         assert all(isinstance(b, CBlock) for b in swapped.blocks1) and isinstance(swapped.blocks4[0], SABlock)
         assert isinstance(swapped.blocks3[0].attn, Attention)
-        assert _rel_err(swapped(x), want) < 1e-5, mode
+        assert rel_err(swapped(x), want) < 1e-5, mode
         # BN statistics still live in the same modules and were updated the same way in train mode
         assert torch.allclose(swapped.blocks1[0].norm1.running_mean, refc.blocks1[0].norm1.running_mean)
 
 
 def test_swap_attention_alone_and_refusals():
     attn = lit.Attention(64, 4, qk_scale=0.3)
-    lit.randomize_(attn)
+    randomize(attn)
     holder = torch.nn.Sequential(attn)
     x = torch.randn(2, 9, 64)
     want = attn(x)
     _, report = fastwin.swap(holder)
     assert report.counts() == {"Attention": 1}
     assert holder[0].scale == 0.3
-    assert _rel_err(holder[0](x), want) < 1e-5
+    assert rel_err(holder[0](x), want) < 1e-5
     # an Attention with q/k normalisation computes something else: left alone
     odd = lit.Attention(64, 4)
     odd.q_norm = torch.nn.LayerNorm(16)

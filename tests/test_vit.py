@@ -10,6 +10,7 @@ from timm_compat import require_timm
 import fastwin
 from fastwin.layers import Attention
 from fastwin.models.vit import VisionTransformer, resample_abs_pos_embed
+from tests.helpers import randomize, rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,13 +24,9 @@ REAL = {
 
 
 
-def _rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
 def _pair(global_pool="token", **cfg):
     cfg = dict(SMALL, **cfg)
-    ref = lit.randomize_(lit.VisionTransformer(num_classes=7, global_pool=global_pool, **cfg))
+    ref = randomize(lit.VisionTransformer(num_classes=7, global_pool=global_pool, **cfg))
     model = VisionTransformer(num_classes=7, global_pool=global_pool, **cfg)
     fastwin.load_checkpoint(model, ref.state_dict())
     return model, ref
@@ -49,7 +46,7 @@ def test_forward_matches_literal(global_pool):
     x = torch.randn(2, 3, 32, 32)
     for mode in ("train", "eval"):
         getattr(model, mode)(), getattr(ref, mode)()
-        assert _rel_err(model(x), ref(x)) < 1e-5, mode
+        assert rel_err(model(x), ref(x)) < 1e-5, mode
     if global_pool == "avg":
         assert "fc_norm.weight" in model.state_dict() and "norm.weight" not in model.state_dict()
 
@@ -76,7 +73,7 @@ def test_pos_embed_interpolation_other_sizes(size):
     model, ref = _pair()
     model.eval(), ref.eval()
     x = torch.randn(2, 3, *size)
-    assert _rel_err(model(x), ref(x)) < 1e-5
+    assert rel_err(model(x), ref(x)) < 1e-5
     assert model.forward_features(x).shape == (2, 1 + (size[0] // 8) * (size[1] // 8), 64)
 
 
@@ -104,7 +101,7 @@ def test_checkpoint_filter_resamples_pos_embed(tmp_path):
     assert torch.allclose(big.pos_embed, want)
     big.eval(), ref.eval()
     x = torch.randn(1, 3, 48, 48)
-    assert _rel_err(big(x), ref(x)) < 1e-5  # same function as the 32px model interpolating on the fly
+    assert rel_err(big(x), ref(x)) < 1e-5  # same function as the 32px model interpolating on the fly
 
 
 def test_checkpoint_round_trip_and_bad_checkpoints():
@@ -121,7 +118,7 @@ def test_checkpoint_round_trip_and_bad_checkpoints():
         (lambda sd: sd.__setitem__("head.weight", torch.zeros(8, 64)), "head.weight"),
         (lambda sd: sd.__setitem__("pos_embed", torch.zeros(1, 17, 32)), "pos_embed"),
     ]:
-        sd = lit.randomize_(copy.deepcopy(ref), seed=3).state_dict()
+        sd = randomize(copy.deepcopy(ref), seed=3).state_dict()
         corrupt(sd)
         with pytest.raises(ValueError, match=key):
             fastwin.load_checkpoint(fresh, sd)
@@ -130,13 +127,13 @@ def test_checkpoint_round_trip_and_bad_checkpoints():
 
 
 def test_swap_timm_style_attention():
-    ref = lit.randomize_(lit.VisionTransformer(num_classes=7, **SMALL)).eval()
+    ref = randomize(lit.VisionTransformer(num_classes=7, **SMALL)).eval()
     x = torch.randn(2, 3, 32, 32)
     want = ref(x)
     _, report = fastwin.swap(ref)
     assert report.counts() == {"Attention": 2}
     assert all(isinstance(b.attn, Attention) for b in ref.blocks)
-    assert _rel_err(ref(x), want) < 1e-5
+    assert rel_err(ref(x), want) < 1e-5
     with pytest.raises(ValueError, match="attn_mask"):
         ref.blocks[0].attn(torch.randn(1, 3, 64), attn_mask=torch.zeros(3, 3))
     _, again = fastwin.swap(ref)
@@ -183,16 +180,16 @@ HYB = dict(layers=(1, 1, 1, 1), channels=(128, 128, 128, 256))
 
 
 def test_hybrid_matches_literal_and_loads_timm_layout():
-    ref = lit.randomize_(lit.hybrid_vit(64, HYB["layers"], HYB["channels"], 64, 1, 2, 5))
+    ref = randomize(lit.hybrid_vit(64, HYB["layers"], HYB["channels"], 64, 1, 2, 5))
     model = fastwin.create_model("vit_small_r26_s32_224", img_size=64, embed_dim=64, depth=1, num_heads=2,
                                  num_classes=5, **HYB)
     fastwin.load_checkpoint(model, ref.state_dict())
     assert model.grid_size == (2, 2)
     model.eval(), ref.eval()
     x = torch.randn(2, 3, 64, 64)
-    assert _rel_err(model(x), ref(x)) < 1e-5
+    assert rel_err(model(x), ref(x)) < 1e-5
     x = torch.randn(1, 3, 70, 50)  # odd sizes: TF-same padding goes bottom/right, pos embed resampled
-    assert _rel_err(model(x), ref(x)) < 1e-5
+    assert rel_err(model(x), ref(x)) < 1e-5
 
 
 def test_hybrid_real_config_shapes():
@@ -222,15 +219,15 @@ def _timm():
 def test_against_timm(name, kwargs):
     timm = _timm()
     ref = timm.create_model(name, pretrained=False, num_classes=11, **kwargs).eval()
-    lit.randomize_(ref)
+    randomize(ref)
     model = fastwin.create_model(name, num_classes=11, **kwargs)
     fastwin.load_checkpoint(model, ref.state_dict())
     model.eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        assert _rel_err(model(x), ref(x)) < 1e-4
+        assert rel_err(model(x), ref(x)) < 1e-4
     swapped = copy.deepcopy(ref)
     _, report = fastwin.swap(swapped)
     assert report.counts().get("Attention") == kwargs["depth"]
     with torch.no_grad():
-        assert _rel_err(swapped(x), ref(x)) < 1e-4
+        assert rel_err(swapped(x), ref(x)) < 1e-4

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from helpers import randomize, rel_err  # noqa: E402
 from timm_compat import import_timm  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -57,30 +58,6 @@ def _tensors(out) -> List[torch.Tensor]:
     if isinstance(out, (list, tuple)):
         return [t for o in out for t in _tensors(o)]
     return []
-
-
-def rel_err(a: List[torch.Tensor], b: List[torch.Tensor]) -> float:
-    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
-        return float("inf")
-    err = 0.0
-    for x, y in zip(a, b):
-        scale = y.double().abs().max().clamp_min(1e-12)
-        err = max(err, float((x.double() - y.double()).abs().max() / scale))
-    return err
-
-
-def _randomize(model: torch.nn.Module) -> None:
-    """Random weights everywhere: timm's zero inits (Swin V2 post-norms, zero heads, layer scales of 0)
-    would make a block the identity, under which any attention passes."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * p[0].numel() ** -0.5)
-            elif name.endswith("weight") or "gamma" in name or "scale" in name:
-                p.copy_(torch.rand(p.shape, generator=gen) * 0.5 + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
 class _NothingMatches(Exception):
@@ -122,7 +99,7 @@ def _build(timm, name: str, max_params: float = MAX_PARAMS, shortcut: bool = Tru
             raise _NothingMatches()
         torch.manual_seed(0)
         model = timm.create_model(name, pretrained=False, **kwargs).eval()
-        _randomize(model)
+        randomize(model)
         cfg_size = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224)))
         hw = (size, size) if size is not None else cfg_size[1:]
         x = torch.randn(1, cfg_size[0], *hw, generator=torch.Generator().manual_seed(1))

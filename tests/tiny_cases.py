@@ -12,6 +12,7 @@ import torch
 import fastwin
 from fastwin import testing
 from fastwin.testing import Case
+from tests.helpers import BACKEND_DEVICES
 
 CASES: Tuple[Case, ...] = (
     testing.swin_case("swin w2 s1 3x3 padded", 1, 3, 3, 1, 4, (2, 2), (1, 1)),
@@ -26,8 +27,7 @@ CASES: Tuple[Case, ...] = (
 )
 
 # (backend, device): every backend that can run here, and the GPU rows
-BACKENDS = (("reference", "cpu"), ("cpp", "cpu"), ("triton", "cpu"), ("reference", "cuda"), ("cuda", "cuda"),
-            ("triton", "cuda"))
+BACKENDS = tuple(BACKEND_DEVICES)
 
 
 def dtype_of(backend: str) -> torch.dtype:

@@ -1,15 +1,12 @@
-"""The SPEC §6 tolerance rule, shared by every backend test.
+"""The SPEC §6 tolerance rule as a test assertion, shared by every backend test.
 
 A fast path's error against a high-precision reference may be at most 2x the error of the reference
-computed in the same low precision, plus a small absolute floor.
+computed in the same low precision, plus a small absolute floor (`fastwin.testing.FLOORS`, the one
+table `fastwin check` and the conformance suite use too).
 """
 import torch
 
-ABS_FLOOR = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-
-
-def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
+from fastwin.testing import FLOORS, bound, max_err
 
 
 def assert_within_rule(fast: torch.Tensor, ref_lowp: torch.Tensor, ref_exact: torch.Tensor, name: str = "output",
@@ -18,7 +15,6 @@ def assert_within_rule(fast: torch.Tensor, ref_lowp: torch.Tensor, ref_exact: to
     assert fast.shape == ref_exact.shape, f"{name}: shape {tuple(fast.shape)} != {tuple(ref_exact.shape)}"
     assert torch.isfinite(fast).all(), f"{name}: non-finite values"
     dtype = dtype or fast.dtype
-    scale = max(ref_exact.double().abs().max().item(), 1.0)
-    bound = factor * max_err(ref_lowp, ref_exact) + ABS_FLOOR[dtype] * scale
+    limit = bound(ref_lowp, ref_exact, dtype, factor)
     err = max_err(fast, ref_exact)
-    assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} ({dtype})"
+    assert err <= limit, f"{name}: max error {err:.3e} > bound {limit:.3e} ({dtype}, floor {FLOORS[dtype]:.0e})"

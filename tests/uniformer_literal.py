@@ -186,22 +186,3 @@ VARIANTS = {
     "uniformer_base": dict(depth=(5, 8, 20, 7), head_dim=64),
     "uniformer_base_ls": dict(depth=(5, 8, 20, 7), head_dim=64, layer_scale=True),
 }
-
-
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter and BN statistic non-trivial values (fresh init leaves BN at identity,
-    gammas at 1e-6, biases at zero: those would hide mistakes)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith("gamma_1") or name.endswith("gamma_2") or name.endswith("norm.weight") \
-                    or name.endswith("norm1.weight") or name.endswith("norm2.weight"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                fan = t[0].numel() if t.dim() > 1 else 16
-                t.copy_(torch.randn(t.shape, generator=g) * fan ** -0.5)
-    return model

@@ -229,18 +229,3 @@ def hybrid_vit(img_size, layers, channels, embed_dim, depth, num_heads, num_clas
     embed = HybridEmbed(Backbone(layers, channels), channels[len(layers) - 1], 1, embed_dim)
     return VisionTransformer(embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_classes=num_classes,
                              patch_embed=embed, grid=(side, side))
-
-
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial values everywhere (fresh LayerNorms/biases would hide mistakes)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if t.dim() == 1 and "norm" in name and name.endswith("weight"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                fan = t[0].numel() if t.dim() > 1 else 16
-                t.copy_(torch.randn(t.shape, generator=g) * fan ** -0.5)
-    return model

@@ -30,14 +30,4 @@ struct CpuKernels {
                                                                         bool need_bias);
 };
 
-// linear_act_cpu.cpp: Linear + bias + GELU (schemas linear_gelu_fwd / linear_gelu_bwd in csrc/ops.cpp).
-std::tuple<at::Tensor, at::Tensor> linear_gelu_fwd_cpu(const at::Tensor& x, const at::Tensor& weight,
-                                                       const std::optional<at::Tensor>& bias,
-                                                       std::string approximate, bool save_preact);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_gelu_bwd_cpu(const at::Tensor& grad_out, const at::Tensor& preact,
-                                                                   const at::Tensor& x, const at::Tensor& weight,
-                                                                   const std::optional<at::Tensor>& bias,
-                                                                   std::string approximate, bool save_preact,
-                                                                   std::array<bool, 3> needs);
-
 }  // namespace fastwin

@@ -124,3 +124,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_gelu_bwd_cpu(const at::Ten
 }
 
 }  // namespace fastwin
+
+// The op has CPU kernels only, so its schema lives here with them (a fragment of csrc/ops.cpp's library).
+// x [..., K], weight [N, K], bias [N] -> out [..., N] = gelu(x @ weight^T + bias) ("none": erf form,
+// "tanh": tanh approximation), and the saved pre-activation x @ weight^T + bias [..., N] when
+// save_preact (else [0]).
+TORCH_LIBRARY_FRAGMENT(fastwin_C, m) {
+  m.def("linear_gelu_fwd(Tensor x, Tensor weight, Tensor? bias, str approximate, bool save_preact) "
+        "-> (Tensor, Tensor)");
+  m.def("linear_gelu_bwd(Tensor grad_out, Tensor preact, Tensor x, Tensor weight, Tensor? bias, str approximate, "
+        "bool save_preact, bool[3] needs_grad) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastwin_C, CPU, m) {
+  m.impl("linear_gelu_fwd", &fastwin::linear_gelu_fwd_cpu);
+  m.impl("linear_gelu_bwd", &fastwin::linear_gelu_bwd_cpu);
+}

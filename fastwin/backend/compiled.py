@@ -1,25 +1,86 @@
 """Reference-signature entry points over a namespace of compiled ops (`fastwin::` Triton,
 `fastwin_C::` C++/CUDA), shared by the triton, cpp and cuda backends.
 
-Arguments arrive validated and normalized by `fastwin.ops` (float scale, pair windows, mask in qkv's
-dtype). Each entry point calls `<op>_fwd` and returns the op's outputs without the statistics the
-backward keeps; autograd is the shared definition in `fastwin.backend.library`.
+Arguments arrive validated and normalized by `fastwin.ops`, in the order of the op's contract row
+(`fastwin.contract`): the schema's arguments, then the reference-only ones. An entry point passes the
+schema's arguments to `torch.ops.<namespace>.<op>_fwd` unchanged and returns the op's outputs without
+the statistics the backward keeps; autograd is the shared definition in `fastwin.backend.library`.
+Of the reference-only arguments, a Swin V2 `logit_scale` is lowered onto the same kernel
+(`cosine.cosine_as_dot`); `dropout_p` is refused by the backends' `supports`.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional
 
-import torch
 import torch.nn.functional as F
 
-from .. import reference
+from .. import contract, reference
 from . import library, onednn
 from .cosine import cosine_as_dot
 
 
-def _tokens(y: torch.Tensor, layout: str) -> torch.Tensor:
-    """[B, C, H, W] ("NCHW") or [B, H, W, C] ("NHWC") -> [B, H*W, C]."""
-    return y.flatten(2).transpose(1, 2) if layout == "NCHW" else y.flatten(1, 2)
+class Fused:
+    """`<op>_fwd` of one namespace, called with the reference's arguments."""
+
+    __slots__ = ("name", "n_args", "single", "outputs", "run", "cosine_at")
+
+    def __init__(self, op: contract.Op, run: Callable):
+        self.name, self.n_args, self.run = op.name, op.n_args, run
+        self.single, self.outputs = len(op.results) == 1, op.outputs
+        names = [n for _, n in op.args] + list(op.extras)
+        # Swin V2 cosine attention: (logit_scale, qkv, qkv_bias or None, num_heads, scale) positions
+        self.cosine_at = (names.index("logit_scale"), 0, names.index("qkv_bias") if "qkv_bias" in names else None,
+                          names.index("num_heads"), names.index("scale")) if "logit_scale" in names else None
+
+    def __call__(self, *args):
+        if self.cosine_at is not None and args[self.cosine_at[0]] is not None:
+            args = self._as_dot(args)
+        got = self.run(self.name, *args[:self.n_args])
+        if self.single:
+            return got
+        return got[0] if self.outputs == 1 else got[:self.outputs]
+
+    def _as_dot(self, args):
+        at_ls, at_qkv, at_bias, at_heads, at_scale = self.cosine_at
+        args = list(args)
+        bias = args[at_bias] if at_bias is not None else None
+        args[at_qkv], bias = cosine_as_dot(args[at_qkv], bias, args[at_heads], args[at_ls])
+        if at_bias is not None:
+            args[at_bias] = bias
+        args[at_scale] = 1.0
+        return args
+
+
+class OneDNNFirst:
+    """`fused`, except CPU fp32 inference that oneDNN runs with a packed weight (`onednn.usable`)."""
+
+    __slots__ = ("fused",)
+
+    def __init__(self, fused: Callable):
+        self.fused = fused
+
+    def __call__(self, x, weight, bias, approximate, *rest):
+        if onednn.usable(x, weight, bias):
+            return onednn.linear(x, weight, bias, gelu=approximate)
+        return self.fused(x, weight, bias, approximate, *rest)
+
+
+class ConvThenLayerNorm:
+    """The fused conv + LayerNorm up to `max_channels` channels (`fused`; None: the namespace has no
+    such op); beyond, the namespace's conv op then torch's LayerNorm (same results)."""
+
+    __slots__ = ("fused", "conv", "max_channels")
+
+    def __init__(self, fused: Optional[Callable], conv: Callable, max_channels: int):
+        self.fused, self.conv, self.max_channels = fused, conv, max_channels
+
+    def __call__(self, x, weight, bias, ln_weight, ln_bias, eps, layout):
+        channels = x.shape[1] if layout == "NCHW" else x.shape[3]
+        if self.fused is not None and channels <= self.max_channels:
+            return self.fused(x, weight, bias, ln_weight, ln_bias, eps, layout)
+        y = self.conv(x, weight, bias, True, layout)
+        tokens = y.flatten(2).transpose(1, 2) if layout == "NCHW" else y.flatten(1, 2)  # [B, H*W, C]
+        return tokens, F.layer_norm(tokens, (channels,), ln_weight, ln_bias, eps)
 
 
 def linear(x, weight, bias, residual):
@@ -38,63 +99,28 @@ def conv1x1(x, weight, bias, gelu, residual):
     return reference.conv1x1_ref(x, weight, bias, gelu, residual)
 
 
-def make_impls(namespace: str, fused_layernorm_channels: Optional[int] = None,
-               with_linear_gelu: bool = False) -> Dict[str, Callable]:
-    """`{op name: callable with the reference signature}` running `torch.ops.<namespace>.<op>_fwd`.
+# ops whose oneDNN inference path (CPU fp32, no grad) beats the namespace's kernel
+_ONEDNN_FIRST = ("linear_gelu",)
+
+
+def make_impls(namespace: str, ops: Iterable[contract.Op],
+               fused_layernorm_channels: int = 0) -> Dict[str, Callable]:
+    """`{op name: callable with the reference signature}` for the contract ops `ops` of `namespace`,
+    plus the projections (`linear`, `conv1x1`: torch's GEMM or oneDNN on every backend).
 
     Args:
         namespace: the op namespace.
+        ops: the contract rows whose `<op>_fwd` the namespace has (or will have, for a JIT build).
         fused_layernorm_channels: the most channels the namespace's `dwconv_layernorm_fwd` takes;
-            None when it has no such op (the conv op followed by torch's LayerNorm runs instead).
-        with_linear_gelu: the namespace has `linear_gelu_fwd`.
+            beyond (or without that op), its conv op followed by torch's LayerNorm runs instead.
     """
     run = library.forward(namespace)  # differentiable under torch.func transforms and forward mode too
-
-    def shifted_window_attention(qkv, num_heads, window_size, shift_size, table, qkv_bias, scale, pad_order,
-                                 dropout_p, logit_scale=None):
-        if logit_scale is not None:
-            qkv, qkv_bias = cosine_as_dot(qkv, qkv_bias, num_heads, logit_scale)
-            scale = 1.0
-        return run("shifted_window_attention", qkv, table, qkv_bias, num_heads, list(window_size),
-                   list(shift_size), scale, pad_order == "pad_roll")[0]
-
-    def window_attention(qkv, num_heads, window_size, table, mask, scale, dropout_p, logit_scale=None):
-        if logit_scale is not None:
-            qkv, _ = cosine_as_dot(qkv, None, num_heads, logit_scale)
-            scale = 1.0
-        return run("window_attention", qkv, table, mask, num_heads, list(window_size), scale)[0]
-
-    def attention(qkv, num_heads, scale, dropout_p):
-        return run("attention", qkv, num_heads, scale)[0]
-
-    def dwconv2d(x, weight, bias, residual, layout):
-        return run("dwconv2d", x, weight, bias, residual, layout)
-
-    def dwconv_layernorm(x, weight, bias, ln_weight, ln_bias, eps, layout):
-        channels = x.shape[1] if layout == "NCHW" else x.shape[3]
-        if fused_layernorm_channels is not None and channels <= fused_layernorm_channels:
-            tokens, normed, _, _ = run("dwconv_layernorm", x, weight, bias, ln_weight, ln_bias, eps, layout)
-            return tokens, normed
-        tokens = _tokens(dwconv2d(x, weight, bias, True, layout), layout)
-        return tokens, F.layer_norm(tokens, (channels,), ln_weight, ln_bias, eps)
-
-    def linear_gelu(x, weight, bias, approximate):
-        if onednn.usable(x, weight, bias):
-            return onednn.linear(x, weight, bias, gelu=approximate)
-        # the pre-activation is kept for the backward only when autograd (or a transform) may ask for it
-        save = library.transforming() or (
-            torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)))
-        return run("linear_gelu", x, weight, bias, approximate, save)[0]
-
-    impls = {
-        "shifted_window_attention": shifted_window_attention,
-        "window_attention": window_attention,
-        "attention": attention,
-        "dwconv2d": dwconv2d,
-        "dwconv_layernorm": dwconv_layernorm,
-        "linear": linear,
-        "conv1x1": conv1x1,
-    }
-    if with_linear_gelu:
-        impls["linear_gelu"] = linear_gelu
+    impls: Dict[str, Callable] = {op.name: Fused(op, run) for op in ops}
+    for name in _ONEDNN_FIRST:
+        if name in impls:
+            impls[name] = OneDNNFirst(impls[name])
+    if "dwconv2d" in impls:
+        impls["dwconv_layernorm"] = ConvThenLayerNorm(impls.get("dwconv_layernorm"), impls["dwconv2d"],
+                                                      fused_layernorm_channels)
+    impls.update(linear=linear, conv1x1=conv1x1)
     return impls

@@ -1,4 +1,4 @@
-"""fastwin._C CPU kernels backend (ops `torch.ops.fastwin_C.*`, schemas in csrc/ops.cpp).
+"""fastwin._C CPU kernels backend (ops `torch.ops.fastwin_C.*`, schemas in csrc/).
 
 The ops' fake kernels and autograd are registered when `fastwin._C` loads (`cpp_ops.register`, at
 `import fastwin`). The `cuda` backend runs the same ops on CUDA tensors.
@@ -9,12 +9,13 @@ from typing import Optional
 
 import torch
 
+from ..contract import ATTENTION_CALLS, CPP
 from . import extension
 from .compiled import make_impls
 
 NAME = "cpp"
 
-IMPLS = make_impls("fastwin_C", with_linear_gelu=True)
+IMPLS = make_impls("fastwin_C", CPP)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -25,7 +26,7 @@ def available() -> Optional[str]:
 
 def common_refusal(call) -> Optional[str]:
     """Limits shared by the CPU and CUDA kernels."""
-    if getattr(call, "dropout_p", 0.0) > 0:
+    if isinstance(call, ATTENTION_CALLS) and call.dropout_p > 0:
         return f"attention dropout is not implemented (dropout_p={call.dropout_p})"
     return None
 

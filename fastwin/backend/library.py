@@ -1,95 +1,37 @@
-"""The op contract every compiled backend implements, and its one autograd definition.
+"""The one autograd definition of every compiled op, derived from its contract row.
 
 Each fused op exists once per backend namespace (`fastwin::` for Triton, `fastwin_C::` for the C++
-extension) with the same names and argument order (STYLE.md):
-
-    <op>_fwd(inputs..., attributes...) -> (outputs..., statistics...)
-    <op>_bwd(grads of the outputs..., saved results..., inputs..., attributes..., bool[] needs_grad)
-        -> one gradient per differentiable input (a [0]-sized tensor where not needed, or where the
-           input does not affect the outputs: autograd then reports None, as for the reference)
-
-`SPECS` says, per op, which inputs are tensors, which of them are differentiable, how many results
-are differentiable outputs and which results the backward takes. `register_autograd(namespace)`
-turns that table into the autograd formula of every `<op>_fwd` in a namespace, so all backends
-differentiate the same inputs and honour `ctx.needs_input_grad` the same way.
+extension) with the schemas of its row in `fastwin.contract` (which also says which inputs are
+differentiable, how many results are differentiable outputs and which results the backward takes).
+`register_autograd(namespace)` turns the rows into the autograd formula of every `<op>_fwd` in a
+namespace, so all backends differentiate the same inputs and honour `ctx.needs_input_grad` the same way.
 
 Double backward (`create_graph=True`: gradient penalties, Hessian-vector products) is computed by
-differentiating the reference implementation (`SPECS[op].reference`) on the saved inputs, so it is
-exact on every backend; the `_bwd` ops themselves raise a clear error if something differentiates
-through them directly (never silent zeros).
+differentiating the row's reference implementation on the saved inputs, so it is exact on every
+backend; the `_bwd` ops themselves raise a clear error if something differentiates through them
+directly (never silent zeros).
 
 Forward mode and `torch.func` transforms (`jvp`, `grad`, `jacrev`, `vmap`, `torch.autograd.forward_ad`)
 cannot go through a `torch.library` autograd registration (it has no jvp rule, so forward mode would
 give no tangent, and functorch rejects its generated autograd.Function). `forward(namespace)` therefore
-runs an op through a `torch.autograd.Function` built from the same table (`setup_context`, the same
+runs an op through a `torch.autograd.Function` built from the same row (`setup_context`, the same
 backward, a jvp rule that differentiates the reference in forward mode, a generated vmap rule) whenever
 such a transform is active, and calls the op directly otherwise (inference, plain autograd, torch.compile).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .. import reference as ref
+from ..contract import FUSED, OPS, Op, transforming
 
-__all__ = ["OpSpec", "SPECS", "forward", "register_autograd", "transforming"]
-
-
-@dataclasses.dataclass(frozen=True)
-class OpSpec:
-    """One fused op's contract (see the module docstring for the schema shapes)."""
-
-    name: str
-    inputs: Tuple[str, ...]  # the leading tensor arguments of <op>_fwd, in order
-    differentiable: Tuple[str, ...]  # inputs that get gradients, in the order <op>_bwd returns them
-    outputs: int  # the first `outputs` results are differentiable; the rest are statistics
-    saved: Tuple[int, ...]  # indices of the forward results that <op>_bwd takes, in order
-    reference: Callable  # (inputs..., attributes...) -> tuple of the differentiable outputs
-
-    def index(self, name: str) -> int:
-        return self.inputs.index(name)
+__all__ = ["forward", "has_op", "register_autograd", "transforming"]
 
 
-def _pad_order(pad_roll: bool) -> str:
-    return "pad_roll" if pad_roll else "roll_pad"
-
-
-SPECS: Dict[str, OpSpec] = {
-    spec.name: spec
-    for spec in (
-        OpSpec(
-            "shifted_window_attention", ("qkv", "rel_pos_bias_table", "qkv_bias"),
-            ("qkv", "rel_pos_bias_table", "qkv_bias"), 1, (0, 1),
-            lambda qkv, table, qkv_bias, heads, window, shift, scale, pad_roll: (
-                ref.shifted_window_attention_ref(qkv, heads, tuple(window), tuple(shift), table, qkv_bias, scale,
-                                                 _pad_order(pad_roll)),)),
-        OpSpec(
-            "window_attention", ("qkv", "rel_pos_bias_table", "mask"), ("qkv", "rel_pos_bias_table", "mask"), 1,
-            (0, 1),
-            lambda qkv, table, mask, heads, window, scale: (
-                ref.window_attention_ref(qkv, heads, tuple(window), table, mask, scale),)),
-        OpSpec(
-            "attention", ("qkv",), ("qkv",), 1, (0, 1),
-            lambda qkv, heads, scale: (ref.attention_ref(qkv, heads, scale),)),
-        OpSpec(
-            "dwconv2d", ("x", "weight", "bias"), ("x", "weight", "bias"), 1, (),
-            lambda x, weight, bias, residual, layout: (ref.dwconv2d_ref(x, weight, bias, residual, layout),)),
-        OpSpec(
-            "dwconv_layernorm", ("x", "weight", "bias", "ln_weight", "ln_bias"),
-            ("x", "weight", "bias", "ln_weight", "ln_bias"), 2, (0, 2, 3),
-            lambda x, weight, bias, ln_weight, ln_bias, eps, layout: ref.dwconv_layernorm_ref(
-                x, weight, bias, ln_weight, ln_bias, eps, layout)),
-        OpSpec(  # results (out, preact): the pre-activation is saved only when autograd will need it
-            "linear_gelu", ("x", "weight", "bias"), ("x", "weight", "bias"), 1, (1,),
-            lambda x, weight, bias, approximate, save_preact: (ref.linear_gelu_ref(x, weight, bias, approximate),)),
-    )
-}
-
-
-def _has_op(namespace: str, name: str) -> bool:
+def has_op(namespace: str, name: str) -> bool:
+    """`namespace::name` is a registered op (a schema or a kernel)."""
     try:
         return torch._C._dispatch_has_kernel(f"{namespace}::{name}") or bool(
             torch._C._jit_get_schemas_for_operator(f"{namespace}::{name}"))
@@ -97,18 +39,19 @@ def _has_op(namespace: str, name: str) -> bool:
         return False
 
 
-def _reference_on(spec: OpSpec, inputs, attrs, at):
+def _reference_on(spec: Op, inputs, attrs, at):
     """f(*moving): the reference's differentiable outputs with inputs[at] replaced by `moving`."""
     def reference(*moving):
         full = list(inputs)
         for i, x in zip(at, moving):
             full[i] = x
-        return spec.reference(*full, *attrs)
+        got = spec.reference(*full, *attrs)
+        return got if isinstance(got, tuple) else (got,)
 
     return reference
 
 
-def _reference_grads(spec: OpSpec, inputs, attrs, grads, needs):
+def _reference_grads(spec: Op, inputs, attrs, grads, needs):
     """Differentiable gradients (create_graph=True) from the reference implementation.
 
     `torch.func.vjp` rather than `torch.autograd.grad`: it composes with the torch.func transforms
@@ -121,13 +64,14 @@ def _reference_grads(spec: OpSpec, inputs, attrs, grads, needs):
     return [next(got) if need else None for need in needs]
 
 
-def _make_autograd(spec: OpSpec, bwd: Callable):
+def _make_autograd(spec: Op, bwd: Callable):
     n_in = len(spec.inputs)
     diff_at = [spec.index(n) for n in spec.differentiable]
+    saved_at = spec.saved_at
 
     def setup_context(ctx, inputs, output):
         results = output if isinstance(output, tuple) else (output,)
-        ctx.save_for_backward(*inputs[:n_in], *(results[i] for i in spec.saved))
+        ctx.save_for_backward(*inputs[:n_in], *(results[i] for i in saved_at))
         ctx.attrs = tuple(inputs[n_in:])
         if len(results) > spec.outputs:
             ctx.mark_non_differentiable(*results[spec.outputs:])
@@ -155,13 +99,13 @@ def _make_autograd(spec: OpSpec, bwd: Callable):
     return setup_context, backward
 
 
-def _reference_jvp(spec: OpSpec, inputs, attrs, tangents):
+def _reference_jvp(spec: Op, inputs, attrs, tangents):
     """Tangents of the differentiable outputs: the reference differentiated in forward mode."""
     at = [i for i, (x, t) in enumerate(zip(inputs, tangents)) if x is not None and t is not None]
     reference = _reference_on(spec, inputs, attrs, at)
     primals, tangents = tuple(inputs[i] for i in at), tuple(tangents[i] for i in at)
     if not at:
-        return tuple(torch.zeros_like(o) for o in spec.reference(*inputs, *attrs))
+        return tuple(torch.zeros_like(o) for o in reference(*primals))
     if fwAD._current_level < 0:
         return torch.func.jvp(reference, primals, tangents)[1]
     # inside `torch.autograd.forward_ad`, which cannot nest: J t as the vjp of the (linear) vjp map
@@ -170,7 +114,7 @@ def _reference_jvp(spec: OpSpec, inputs, attrs, tangents):
     return vjp_of_vjp(tangents)[0]
 
 
-def _make_function(spec: OpSpec, fwd: Callable, bwd: Callable) -> type:
+def _make_function(spec: Op, fwd: Callable, bwd: Callable) -> type:
     """The op as a `torch.autograd.Function` that torch.func transforms and forward mode accept."""
     n_in = len(spec.inputs)
     setup_backward, backward = _make_autograd(spec, bwd)
@@ -194,14 +138,6 @@ def _make_function(spec: OpSpec, fwd: Callable, bwd: Callable) -> type:
         "backward": staticmethod(backward), "jvp": staticmethod(jvp), "generate_vmap_rule": True})
 
 
-def transforming() -> bool:
-    """A torch.func transform (grad, jvp, vmap, ...) or a `torch.autograd.forward_ad` level is active
-    (never while torch.compile traces: it takes the ops' registered autograd)."""
-    if torch.compiler.is_compiling():
-        return False
-    return torch._C._functorch.peek_interpreter_stack() is not None or fwAD._current_level >= 0
-
-
 def forward(namespace: str) -> Callable:
     """`run(op, *args)`: `torch.ops.<namespace>.<op>_fwd(*args)`, differentiable under every transform.
 
@@ -217,7 +153,7 @@ def forward(namespace: str) -> Callable:
         if not transforming():
             return fwd(*args)
         if op not in functions:
-            functions[op] = _make_function(SPECS[op], fwd, getattr(ops, f"{op}_bwd"))
+            functions[op] = _make_function(OPS[op], fwd, getattr(ops, f"{op}_bwd"))
         return functions[op].apply(*args)
 
     return run
@@ -240,9 +176,9 @@ def register_autograd(namespace: str, ops: Optional[object] = None) -> Tuple[str
     """
     ops = ops if ops is not None else getattr(torch.ops, namespace)
     done = []
-    for spec in SPECS.values():
+    for spec in FUSED:
         fwd, bwd = f"{spec.name}_fwd", f"{spec.name}_bwd"
-        if not (_has_op(namespace, fwd) and _has_op(namespace, bwd)):
+        if not (has_op(namespace, fwd) and has_op(namespace, bwd)):
             continue
         bwd_op = getattr(ops, bwd)
         setup_context, backward = _make_autograd(spec, bwd_op)

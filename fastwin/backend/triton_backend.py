@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from ..contract import FUSED, AttentionCall, ConvCall, WindowAttentionCall
 from ..kernels.triton import interpreting  # triton-free: reads the environment only
 from . import library
 from .compiled import make_impls
@@ -35,12 +36,13 @@ def _register() -> Optional[str]:
     if not (interpreting() or torch.cuda.is_available()):
         return "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on the CPU, slowly)"
     try:
-        from . import triton_ops  # noqa: F401  (defines the fastwin:: ops)
+        from . import triton_ops  # (defines the fastwin:: ops)
     except Exception as exc:  # a broken triton install must not break `import fastwin`
         return f"the Triton kernels failed to load: {type(exc).__name__}: {exc}"
-    library.register_autograd("fastwin")
+    library.register_autograd(triton_ops.NAMESPACE)
     _, _, dwln = _kernels()
-    IMPLS.update(make_impls("fastwin", fused_layernorm_channels=dwln.MAX_CHANNELS))
+    ops = [op for op in FUSED if f"{op.name}_fwd" in triton_ops.OPS]
+    IMPLS.update(make_impls(triton_ops.NAMESPACE, ops, fused_layernorm_channels=dwln.MAX_CHANNELS))
     return None
 
 
@@ -60,7 +62,7 @@ def _attention_reason(call) -> Optional[str]:
     if call.dtype not in _DTYPES:
         return f"dtype {call.dtype} is not supported (float16, bfloat16, float32)"
     wa, _, _ = _kernels()
-    if call.op == "attention":
+    if isinstance(call, AttentionCall):
         return wa.supports_attention(call.dtype, call.head_dim, call.seq_len, call.device_type)
     return wa.supports_window(call.dtype, call.head_dim, call.window_size, call.device_type)
 
@@ -82,8 +84,8 @@ def supports(call) -> Optional[str]:
         return "CPU tensors need TRITON_INTERPRET=1"
     if call.device_type not in ("cpu", "cuda"):
         return f"device {call.device_type} is not supported"
-    if call.op in ("linear", "conv1x1"):  # torch's GEMM (cuBLAS), as every backend runs them off the CPU
-        return None
-    if call.op in ("dwconv2d", "dwconv_layernorm"):
+    if isinstance(call, ConvCall):
         return _conv_reason(call)
-    return _attention_reason(call)
+    if isinstance(call, (WindowAttentionCall, AttentionCall)):
+        return _attention_reason(call)
+    return None  # projections: torch's GEMM (cuBLAS), as every backend runs them off the CPU

@@ -21,13 +21,13 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from .. import dispatch
+from .. import contract, dispatch
 from ..reference.window import PAD_ORDERS, relative_position_index, shift_mask
 from . import checks
 
 IntOrPair = Union[int, Tuple[int, int]]
 
-__all__ = ["PAD_ORDERS", "attention", "backend_name", "bound", "conv1x1", "describe", "dwconv2d", "dwconv_layernorm",
+__all__ = ["PAD_ORDERS", "arguments", "attention", "backend_name", "bound", "conv1x1", "describe", "dwconv2d", "dwconv_layernorm",
            "linear", "linear_gelu", "record", "relative_position_index", "shift_mask", "shifted_window_attention",
            "window_attention"]
 
@@ -118,8 +118,8 @@ def _shifted_window_attention(qkv, num_heads, window_size, shift_size=0, rel_pos
         "shifted_window_attention", qkv.device.type, qkv.dtype,
         _needs_grad(qkv, rel_pos_bias_table, qkv_bias, logit_scale), num_heads, d, window, shift, pad_order,
         dropout_p, rel_pos_bias_table is not None, qkv_bias is not None, False, logit_scale is not None)
-    return call, (qkv, num_heads, window, shift, rel_pos_bias_table, qkv_bias, scale, pad_order, dropout_p,
-                  logit_scale)
+    return call, (qkv, rel_pos_bias_table, qkv_bias, num_heads, window, shift, scale, pad_order == "pad_roll",
+                  dropout_p, logit_scale)
 
 
 def shifted_window_attention(
@@ -194,7 +194,7 @@ def _window_attention(qkv, num_heads, window_size, rel_pos_bias_table=None, mask
         "window_attention", qkv.device.type, qkv.dtype, _needs_grad(qkv, rel_pos_bias_table, mask, logit_scale),
         num_heads, d, window, (0, 0), "roll_pad", dropout_p, rel_pos_bias_table is not None, False,
         mask is not None, logit_scale is not None)
-    return call, (qkv, num_heads, window, rel_pos_bias_table, mask, scale, dropout_p, logit_scale)
+    return call, (qkv, rel_pos_bias_table, mask, num_heads, window, scale, dropout_p, logit_scale)
 
 
 def window_attention(
@@ -398,7 +398,8 @@ def _linear_gelu(x, weight, bias=None, approximate="none"):
         raise ValueError(f"approximate must be one of {_GELU_FORMS}, got {approximate!r}")
     call = dispatch.LinearCall("linear_gelu", x.device.type, x.dtype, _needs_grad(x, weight, bias),
                                weight.shape[1], weight.shape[0], approximate, bias is not None)
-    return call, (x, weight, bias, approximate)
+    # a kernel keeps the pre-activation for the backward only when autograd (or a transform) may ask for it
+    return call, (x, weight, bias, approximate, call.requires_grad or contract.transforming())
 
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -479,16 +480,8 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] 
     return dispatch.run(call, backend, *args)
 
 
-_DESCRIBERS: Dict[str, Callable] = {
-    "shifted_window_attention": _shifted_window_attention,
-    "window_attention": _window_attention,
-    "attention": _attention,
-    "dwconv2d": _dwconv2d,
-    "dwconv_layernorm": _dwconv_layernorm,
-    "linear_gelu": _linear_gelu,
-    "linear": _linear,
-    "conv1x1": _conv1x1,
-}
+# `_<op>(*args, **kwargs) -> (call, the reference's arguments)` for every op of the contract
+_DESCRIBERS: Dict[str, Callable] = {name: globals()[f"_{name}"] for name in contract.OPS}
 
 
 def describe(op: str, *args, **kwargs) -> dispatch.Call:
@@ -500,9 +493,17 @@ def describe(op: str, *args, **kwargs) -> dispatch.Call:
     return _DESCRIBERS[op](*args, **kwargs)[0]
 
 
+def arguments(op: str, *args, **kwargs) -> tuple:
+    """The argument tuple `fastwin.ops.<op>(*args, **kwargs)` would hand its backend, in the order of the
+    op's contract row (`fastwin.contract`: the schema's arguments, then the reference-only ones)."""
+    if op not in _DESCRIBERS:
+        raise ValueError(f"op must be one of {tuple(_DESCRIBERS)}, got {op!r}")
+    kwargs.pop("backend", None)
+    return _DESCRIBERS[op](*args, **kwargs)[1]
+
+
 # torch.fx: every op is one leaf call (`call_function`) in a traced graph; its checks and dispatch run
 # when the graph runs, on real tensors. `wrap` patches this module's globals while tracing, so calls
 # spelled `ops.<op>(...)` (or `fastwin.ops.<op>`) are captured.
-for _op in ("attention", "conv1x1", "dwconv2d", "dwconv_layernorm", "linear", "linear_gelu", "shifted_window_attention",
-            "window_attention"):
+for _op in contract.OPS:
     torch.fx.wrap(_op)

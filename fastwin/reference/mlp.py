@@ -8,12 +8,14 @@ import torch.nn.functional as F
 
 
 def linear_gelu_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                    approximate: str = "none") -> torch.Tensor:
+                    approximate: str = "none", save_preact: bool = False) -> torch.Tensor:
     """gelu(x @ weight^T + bias).
 
     Args:
         x: [..., K]; weight: [N, K]; bias: [N] or None.
         approximate: "none" (erf form) or "tanh", as `torch.nn.GELU`.
+        save_preact: whether a kernel should keep the pre-activation for its backward (the schema's
+            argument; the reference's autograd keeps what it needs).
     Returns:
         [..., N].
     """

@@ -160,15 +160,17 @@ def cosine_qk(q: torch.Tensor, k: torch.Tensor, logit_scale: torch.Tensor):
 
 def window_attention_ref(
     qkv: torch.Tensor,
+    rel_pos_bias_table: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor],
     num_heads: int,
     window_size: Tuple[int, int],
-    rel_pos_bias_table: Optional[torch.Tensor] = None,
-    mask: Optional[torch.Tensor] = None,
     scale: Optional[float] = None,
     dropout_p: float = 0.0,
     logit_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Multi-head attention inside given windows (the official `WindowAttention.forward`).
+
+    Arguments in the order of the op's schema (`fastwin.contract`), then the reference-only ones.
 
     Args:
         qkv: [B_, N, 3 * heads * d] with B_ = batch * nW, channel order (3, heads, d).
@@ -215,13 +217,13 @@ def _pad_with_bias(x: torch.Tensor, Hp: int, Wp: int, bias: Optional[torch.Tenso
 
 def shifted_window_attention_ref(
     qkv: torch.Tensor,
+    rel_pos_bias_table: Optional[torch.Tensor],
+    qkv_bias: Optional[torch.Tensor],
     num_heads: int,
     window_size: Tuple[int, int],
     shift_size: Tuple[int, int] = (0, 0),
-    rel_pos_bias_table: Optional[torch.Tensor] = None,
-    qkv_bias: Optional[torch.Tensor] = None,
     scale: Optional[float] = None,
-    pad_order: str = "roll_pad",
+    pad_roll: bool = False,
     dropout_p: float = 0.0,
     logit_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
@@ -229,6 +231,7 @@ def shifted_window_attention_ref(
 
     Equivalent to: (roll, pad) or (pad, roll) -> partition -> window attention with the relative
     position bias and the shift mask -> reverse -> (crop, roll back) or (roll back, crop).
+    Arguments in the order of the op's schema (`fastwin.contract`), then the reference-only ones.
 
     Args:
         qkv: [B, H, W, 3 * heads * d], the qkv projection of the *unpadded* normalized map.
@@ -236,7 +239,8 @@ def shifted_window_attention_ref(
         shift_size: (sh, sw), 0 <= s < window.
         rel_pos_bias_table: [(2*Wh-1)*(2*Ww-1), heads] or None.
         qkv_bias: [3 * heads * d] or None; the q/k/v of padded tokens.
-        pad_order: "roll_pad" (timm) or "pad_roll" (detection/segmentation code).
+        pad_roll: False: "roll_pad" (timm: roll, then pad); True: "pad_roll" (detection/segmentation
+            code: pad, then roll).
         logit_scale: [heads] or None: Swin V2 cosine attention (see `window_attention_ref`); padded
             tokens' q/k (the qkv bias) are normalized like every other token.
     Returns:
@@ -252,7 +256,7 @@ def shifted_window_attention_ref(
     sh, sw = shift_size
     Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
     shifted = sh > 0 or sw > 0
-    if pad_order == "roll_pad":
+    if not pad_roll:
         x = torch.roll(qkv, shifts=(-sh, -sw), dims=(1, 2)) if shifted else qkv
         x = _pad_with_bias(x, Hp, Wp, qkv_bias)
     else:
@@ -260,10 +264,10 @@ def shifted_window_attention_ref(
         x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if shifted else x
     windows = window_partition(x, window_size).reshape(-1, wh * ww, C3)  # [B*nW, N, 3C]
     mask = shift_mask(Hp, Wp, window_size, shift_size, device=qkv.device, dtype=qkv.dtype)
-    out = window_attention_ref(windows, num_heads, window_size, rel_pos_bias_table, mask, scale, dropout_p,
+    out = window_attention_ref(windows, rel_pos_bias_table, mask, num_heads, window_size, scale, dropout_p,
                                logit_scale)
     out = window_reverse(out.view(-1, wh, ww, out.shape[-1]), window_size, Hp, Wp)  # [B, Hp, Wp, C]
-    if pad_order == "roll_pad":
+    if not pad_roll:
         out = out[:, :H, :W]
         out = torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if shifted else out
     else:

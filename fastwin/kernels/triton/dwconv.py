@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import interpreting
+from . import interpreting, launch
 from .autotune import autotune
 
 MAX_KERNEL = 7  # largest kernel the launchers accept (register budget of the wgrad tap tile)
@@ -233,16 +233,11 @@ def _sum_rows_kernel(part_ptr, out_ptr, n_rows, n_cols, BLOCK: tl.constexpr):
 
 
 # ----------------------------------------------------------------------------------------------
-# Launchers. `launch(kernel)` returns something indexable by a grid (`wrap_triton` inside a
-# `torch.library.triton_op`, the kernel itself otherwise); tensors must be validated already.
+# Launchers (`launch.run` launches, skipping fake tensors); tensors must be validated already.
 # ----------------------------------------------------------------------------------------------
 _SUM_BLOCK = 256  # columns per program of the fixed-order reduction
 _MIN_PIX_PER_SPLIT = 1024  # pixels per wgrad program before the batch/space range is split further
 _MAX_SPLITS = 512  # bound on wgrad partial rows (~4 programs per SM on an H100 per channel block)
-
-
-def _identity(kernel):
-    return kernel
 
 
 def logical_strides(t, layout: str):
@@ -264,14 +259,13 @@ def wgrad_splits(n_pix: int, pix_per_split=None):
     return pix_per_split, triton.cdiv(n_pix, pix_per_split)
 
 
-def dwconv2d_conv_triton(x, x_layout, weight, bias, y, y_layout, residual: bool, flip: bool = False,
-                         launch=_identity):
+def dwconv2d_conv_triton(x, x_layout, weight, bias, y, y_layout, residual: bool, flip: bool = False):
     """Write `dwconv(x)` (+bias, +x; flipped kernel if `flip`) into the preallocated `y`."""
     B, C, H, W = logical_shape(x, x_layout)
     n_pix = B * H * W
     K = weight.shape[-1]
     grid = lambda meta: (triton.cdiv(n_pix, meta["BLOCK_P"]), triton.cdiv(C, meta["BLOCK_C"]))  # noqa: E731
-    launch(_dwconv2d_fwd_kernel)[grid](
+    launch.run(_dwconv2d_fwd_kernel, grid,
         x, weight, bias if bias is not None else weight, y,
         C, H, W, n_pix,
         *logical_strides(x, x_layout),
@@ -282,8 +276,7 @@ def dwconv2d_conv_triton(x, x_layout, weight, bias, y, y_layout, residual: bool,
     return y
 
 
-def dwconv2d_wgrad_triton(x, x_layout, grad, grad_layout, K: int, partial, out, pix_per_split: int,
-                          launch=_identity):
+def dwconv2d_wgrad_triton(x, x_layout, grad, grad_layout, K: int, partial, out, pix_per_split: int):
     """Deterministic grad weight/bias: `out` ([K*K + 1, C], fp32) = sum over pixels, two passes.
 
     `partial` is a scratch fp32 buffer of at least `n_splits * (K*K + 1) * C` elements.
@@ -292,48 +285,54 @@ def dwconv2d_wgrad_triton(x, x_layout, grad, grad_layout, K: int, partial, out, 
     n_pix = B * H * W
     n_splits = triton.cdiv(n_pix, pix_per_split)
     grid = lambda meta: (n_splits, triton.cdiv(C, meta["BLOCK_C"]))  # noqa: E731
-    launch(_dwconv2d_bwd_wgrad_kernel)[grid](
+    launch.run(_dwconv2d_bwd_wgrad_kernel, grid,
         x, grad, partial,
         C, H, W, n_pix, pix_per_split,
         *logical_strides(x, x_layout),
         *logical_strides(grad, grad_layout),
         K=K, TAPS=triton.next_power_of_2(K * K),
     )
-    sum_rows_triton(partial, out, n_splits, (K * K + 1) * C, launch)
+    sum_rows_triton(partial, out, n_splits, (K * K + 1) * C)
     return out
 
 
-def sum_rows_triton(partial, out, n_rows: int, n_cols: int, launch=_identity):
+def sum_rows_triton(partial, out, n_rows: int, n_cols: int):
     """out[:n_cols] = partial.view(n_rows, n_cols).sum(0), in a fixed order."""
-    launch(_sum_rows_kernel)[(triton.cdiv(n_cols, _SUM_BLOCK),)](partial, out, n_rows, n_cols, BLOCK=_SUM_BLOCK)
+    launch.run(_sum_rows_kernel, (triton.cdiv(n_cols, _SUM_BLOCK),), partial, out, n_rows, n_cols, BLOCK=_SUM_BLOCK)
     return out
 
 
-def dwconv2d_fwd_triton(x, weight, bias, residual: bool, layout: str, launch=_identity):
+def dwconv2d_fwd_triton(x, weight, bias, residual: bool, layout: str):
     """`dwconv(x) + bias (+ x)` in `x`'s layout and memory format (dense strides are kept)."""
     y = torch.empty_like(x)
-    return dwconv2d_conv_triton(x, layout, weight, bias, y, layout, residual, launch=launch)
+    return dwconv2d_conv_triton(x, layout, weight, bias, y, layout, residual)
 
 
-def dwconv2d_bwd_triton(grad, x, weight, residual: bool, layout: str, pix_per_split=None, launch=_identity):
+def dwconv2d_bwd_triton(grad_out, x, weight, bias, residual: bool, layout: str, needs_grad):
+    """`fastwin::dwconv2d_bwd` (schema order): the bias gradient is one extra row of the weight
+    reduction, computed whenever the weight's is."""
+    return dwconv2d_grads_triton(grad_out, x, weight, residual, layout)
+
+
+def dwconv2d_grads_triton(grad, x, weight, residual: bool, layout: str, pix_per_split=None):
     """(grad_x, grad_weight, grad_bias) of `dwconv2d_fwd_triton`; `grad` may have any strides.
 
     grad_bias is always computed (it is one extra row of the weight reduction).
     """
     grad_x = torch.empty_like(x)
-    dwconv2d_conv_triton(grad, layout, weight, None, grad_x, layout, residual, flip=True, launch=launch)
-    grad_w, grad_b = wgrad_alloc_and_run(x, layout, grad, layout, weight, pix_per_split, launch)
+    dwconv2d_conv_triton(grad, layout, weight, None, grad_x, layout, residual, flip=True)
+    grad_w, grad_b = wgrad_alloc_and_run(x, layout, grad, layout, weight, pix_per_split)
     return grad_x, grad_w, grad_b
 
 
-def wgrad_alloc_and_run(x, x_layout, grad, grad_layout, weight, pix_per_split=None, launch=_identity):
+def wgrad_alloc_and_run(x, x_layout, grad, grad_layout, weight, pix_per_split=None):
     """Allocate the scratch buffers, run the two-pass reduction, return (grad_weight, grad_bias)."""
     B, C, H, W = logical_shape(x, x_layout)
     K = weight.shape[-1]
     pix_per_split, n_splits = wgrad_splits(B * H * W, pix_per_split)
     partial = torch.empty((n_splits, K * K + 1, C), device=x.device, dtype=torch.float32)
     out = torch.empty((K * K + 1, C), device=x.device, dtype=torch.float32)
-    dwconv2d_wgrad_triton(x, x_layout, grad, grad_layout, K, partial, out, pix_per_split, launch)
+    dwconv2d_wgrad_triton(x, x_layout, grad, grad_layout, K, partial, out, pix_per_split)
     # copy=True: op outputs must not alias each other or the scratch buffer (torch.library rule)
     grad_w = out[: K * K].t().reshape(C, 1, K, K).to(weight.dtype, copy=True)
     return grad_w, out[K * K].to(weight.dtype, copy=True)

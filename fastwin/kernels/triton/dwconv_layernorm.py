@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import dwconv, interpreting
+from . import dwconv, interpreting, launch
 from .autotune import autotune
 
 MAX_CHANNELS = 2048  # full-C tile per program; beyond this the tile no longer fits in registers
@@ -177,16 +177,15 @@ def _dwconv_layernorm_bwd_ln_kernel(
 
 
 # ----------------------------------------------------------------------------------------------
-# Launchers (`launch` as in dwconv.py)
+# Launchers (`launch.run` as in dwconv.py)
 # ----------------------------------------------------------------------------------------------
-def dwconv_layernorm_fwd_into(x, layout, weight, bias, ln_weight, ln_bias, eps, tokens, normed, mean, rstd,
-                              launch=dwconv._identity):
+def dwconv_layernorm_fwd_into(x, layout, weight, bias, ln_weight, ln_bias, eps, tokens, normed, mean, rstd):
     """Run the fused forward into preallocated tokens/normed [B, H*W, C] and mean/rstd [B*H*W] fp32."""
     B, C, H, W = dwconv.logical_shape(x, layout)
     n_pix = B * H * W
     K = weight.shape[-1]
     grid = lambda meta: (triton.cdiv(n_pix, meta["BLOCK_P"]),)  # noqa: E731
-    launch(_dwconv_layernorm_fwd_kernel)[grid](
+    launch.run(_dwconv_layernorm_fwd_kernel, grid,
         x, weight, bias if bias is not None else weight,
         ln_weight if ln_weight is not None else weight, ln_bias if ln_bias is not None else weight,
         tokens, normed, mean, rstd,
@@ -199,19 +198,18 @@ def dwconv_layernorm_fwd_into(x, layout, weight, bias, ln_weight, ln_bias, eps, 
     return tokens, normed, mean, rstd
 
 
-def dwconv_layernorm_fwd_triton(x, weight, bias, ln_weight, ln_bias, eps: float, layout: str, launch=dwconv._identity):
+def dwconv_layernorm_fwd_triton(x, weight, bias, ln_weight, ln_bias, eps: float, layout: str):
     """(tokens, normed, mean, rstd): tokens/normed [B, H*W, C] in x's dtype, mean/rstd [B*H*W] fp32."""
     B, C, H, W = dwconv.logical_shape(x, layout)
     tokens = torch.empty((B, H * W, C), device=x.device, dtype=x.dtype)
     normed = torch.empty_like(tokens)
     mean = torch.empty((B * H * W,), device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
-    return dwconv_layernorm_fwd_into(x, layout, weight, bias, ln_weight, ln_bias, eps, tokens, normed, mean, rstd,
-                                     launch)
+    return dwconv_layernorm_fwd_into(x, layout, weight, bias, ln_weight, ln_bias, eps, tokens, normed, mean, rstd)
 
 
-def dwconv_layernorm_bwd_triton(grad_tokens, grad_normed, x, weight, ln_weight, tokens, mean, rstd, layout: str,
-                                pix_per_split=None, launch=dwconv._identity):
+def dwconv_layernorm_grads_triton(grad_tokens, grad_normed, x, weight, ln_weight, tokens, mean, rstd, layout: str,
+                                  pix_per_split=None):
     """Grads (x, weight, bias, ln_weight, ln_bias); either output grad may be None.
 
     ln grads are fp32-reduced then cast to ln_weight's dtype (x's dtype when ln_weight is None).
@@ -223,7 +221,7 @@ def dwconv_layernorm_bwd_triton(grad_tokens, grad_normed, x, weight, ln_weight, 
     part = torch.empty((n_splits, 2, C), device=x.device, dtype=torch.float32)
     ln_sums = torch.empty((2, C), device=x.device, dtype=torch.float32)
     dummy = mean
-    launch(_dwconv_layernorm_bwd_ln_kernel)[(n_splits,)](
+    launch.run(_dwconv_layernorm_bwd_ln_kernel, (n_splits,),
         tokens, mean, rstd, ln_weight if ln_weight is not None else dummy,
         grad_tokens if grad_tokens is not None else dummy, grad_normed if grad_normed is not None else dummy,
         g, part,
@@ -233,9 +231,15 @@ def dwconv_layernorm_bwd_triton(grad_tokens, grad_normed, x, weight, ln_weight, 
         HAS_LNW=ln_weight is not None, HAS_DTOK=grad_tokens is not None, HAS_DNORM=grad_normed is not None,
         BLOCK_C=max(16, triton.next_power_of_2(C)),
     )
-    dwconv.sum_rows_triton(part, ln_sums, n_splits, 2 * C, launch)
+    dwconv.sum_rows_triton(part, ln_sums, n_splits, 2 * C)
     grad_x = torch.empty_like(x)
-    dwconv.dwconv2d_conv_triton(g, "NHWC", weight, None, grad_x, layout, residual=True, flip=True, launch=launch)
-    grad_w, grad_b = dwconv.wgrad_alloc_and_run(x, layout, g, "NHWC", weight, pix_per_split, launch)
+    dwconv.dwconv2d_conv_triton(g, "NHWC", weight, None, grad_x, layout, residual=True, flip=True)
+    grad_w, grad_b = dwconv.wgrad_alloc_and_run(x, layout, g, "NHWC", weight, pix_per_split)
     ln_dtype = ln_weight.dtype if ln_weight is not None else x.dtype
     return grad_x, grad_w, grad_b, ln_sums[0].to(ln_dtype, copy=True), ln_sums[1].to(ln_dtype, copy=True)
+
+
+def dwconv_layernorm_bwd_triton(grad_tokens, grad_normed, tokens, mean, rstd, x, weight, bias, ln_weight, ln_bias,
+                                eps: float, layout: str, needs_grad):
+    """`fastwin::dwconv_layernorm_bwd` (schema order): every gradient (each is one more reduction row)."""
+    return dwconv_layernorm_grads_triton(grad_tokens, grad_normed, x, weight, ln_weight, tokens, mean, rstd, layout)
