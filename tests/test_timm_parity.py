@@ -217,8 +217,9 @@ def test_uniformer_surface_and_trace(name):
     gm = torch.fx.symbolic_trace(model)
     assert fx_fused_calls(gm) >= {ops.attention, ops.linear_gelu}
     assert {ops.dwconv2d, ops.dwconv_layernorm} <= {n.target for n in gm.graph.nodes if n.op == "call_function"}
-    with torch.no_grad():
-        assert torch.equal(gm(x), model(x))
+    assert torch.equal(gm(x), model(x))  # with grad: the module arithmetic on both sides
+    with torch.no_grad():  # eval inference folds BatchNorm into the 1x1 convs (the trace keeps it): rounding apart
+        torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-6)
         feats = model.forward_features(x)
         assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
         model.reset_classifier(0, "catavgmax")
