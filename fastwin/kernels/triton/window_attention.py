@@ -21,7 +21,7 @@ block of BLOCK_M queries and a contiguous chunk of the windows of one group, and
   which all use mask[k]; otherwise one group.
 
 Bias. Once per call, `_window_attention_dense_bias_kernel` builds a dense additive tile
-    dense [kinds, heads, NP, NP] fp32 = log2(e) * (table[relative_position_index] + shift mask),
+    dense [kinds, heads, NP, NP] fp32 = table[relative_position_index] + shift mask,
 with -inf in the key columns j >= N (NP = N rounded up to a power of two >= 16). It is a few
 hundred KB (Swin-T: 4 x 3 x 64 x 64 x 4 B = 192 KB), stays in L2, and a program's windows all use
 the same (kind, head) slice, which it loads as a plain [BLOCK_M, BLOCK_N] tile: once per program
@@ -30,15 +30,19 @@ gathers), or per window through the software pipeline into shared memory (num_st
 Its gradient is a dense per-group reduction (below). The region ids of the shift mask depend only
 on the window kind, so nothing per element is computed from (i // Ww, i % Ww) in the hot loop.
 
-Softmax runs in base 2 in fp32; the forward saves the output and, per (window, head, token), the
-row max m and log2 of the row sum l apart (not m + log2 l: at Swin V2's logits of ~100 that one
-rounding costs fp32 gradients ~1e-5); the backward recomputes P = exp2((s - m) - log2 l)
-(flash-attention style):
+Softmax in fp32: logits s stay in natural units (so does the bias) and each exponent is
+exp2((s - m) * log2 e) with the row max m: s - m is exact near the max, so the scaling to base 2
+rounds only the small difference. Scaling the logits to base 2 first (s * log2 e, then - max) rounded
+every logit once more at its full magnitude: at Swin V2's logits of ~100 that is ~5e-6 per logit, as
+large as the fp32 reference's whole error. The forward saves the output and, per (window, head,
+token), m and log2 of the row sum l apart (not m + ln l, whose rounding at ~100 would cost the same);
+the backward recomputes P = exp2((s - m) * log2 e - log2 l) (flash-attention style; the product and
+the - log2 l fuse into one FMA):
     dq kernel   dq, delta_i = sum_j P_ij dP_ij (exact, fp32) and the bias / mask gradient partials
     dkdv kernel dk, dv (+ the padding tokens' dk/dv sums for the qkv_bias gradient)
 When all keys of a window fit in one block, delta comes for free from the registers of the dq
 kernel; otherwise (long windows, global attention) the dq kernel runs a first pass over the keys
-(low precision) or uses rowsum(dO * O) (fp32, where O is exact enough).
+(every dtype: see the dq kernel for why not rowsum(dO * O)).
 
 Bias gradient (deterministic, no atomics): a dq program sums dS over its windows into its own
 [NP, NP] slice of `gpart [groups, chunks, heads, NP, NP]` (registers when the keys are one block,
@@ -70,9 +74,8 @@ import triton.language as tl
 from .autotune import autotune
 from .window_attention_tiles import DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, prune_dkdv, prune_dq, prune_fwd
 
-_LOG2E = tl.constexpr(1.4426950408889634)  # 1 / ln 2: softmax in base 2 (exp2 is the native op)
+_LOG2E = tl.constexpr(1.4426950408889634)  # 1 / ln 2: exp(x) = exp2(x * log2 e), exp2 is the native op
 _MASK_VALUE = tl.constexpr(-100.0)  # the official Swin shift-mask value (not -inf)
-LOG2E = 1.4426950408889634
 MAX_WINDOW_TOKENS = 1024  # dense bias tile [kinds, heads, NP, NP] fp32 stays a few MB at most
 MAX_HEAD_DIM = 128  # q/k/v/acc tiles of [BLOCK, 128] are the largest the configs budget registers for
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -246,9 +249,9 @@ def _mm(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj,
-           NP: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_MASK: tl.constexpr):
-    """Additive base-2 logit tile: log2(e) * (bias + masks), -inf at keys >= N ([BM, BN] or [1, BN])."""
+def _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj,
+              NP: tl.constexpr, HAS_DENSE: tl.constexpr, HAS_MASK: tl.constexpr):
+    """Additive logit tile: bias + masks, -inf at keys >= N ([BM, BN] or [1, BN])."""
     if HAS_DENSE:  # in bounds: BLOCK_M, BLOCK_N divide NP; -inf already in the key columns >= N
         b = tl.load(dense_ptr + offs_m[:, None] * NP + offs_n[None, :])
     else:
@@ -256,19 +259,21 @@ def _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj,
     if HAS_MASK:
         ok = (offs_m < N)[:, None] & (offs_n < N)[None, :]
         mk = tl.load(mask_ptr + offs_m[:, None] * s_mi + offs_n[None, :] * s_mj, mask=ok, other=0.0)
-        b = b + mk.to(tl.float32) * _LOG2E
+        # an FMA (x * 1 + b, rounded once, as the add): triton 3.6 then builds the multi-block dq kernel
+        # without the 8-byte stack frame the plain add gave it (Swin-B 384 bf16, sm_90)
+        b = tl.fma(mk.to(tl.float32), 1.0, b)
     return b
 
 
 @triton.jit
-def _logits2(q, k, qk_scale, bias, IEEE: tl.constexpr):
-    """Base-2 logits [BM, BN] fp32: log2(e) * (q * scale) @ k^T + the `_bias2` tile."""
-    return _mm(q, tl.trans(k), IEEE) * qk_scale + bias
+def _logits(q, k, scale, bias, IEEE: tl.constexpr):
+    """Logits [BM, BN] fp32: scale * q @ k^T + the `_bias_tile` tile."""
+    return _mm(q, tl.trans(k), IEEE) * scale + bias
 
 
 @triton.jit
 def _row_stats(lse, row, offs_m, N):
-    """(row max, log2 of the row's sum) saved by the forward; row = (window * heads + head) * N."""
+    """(row max m, natural units; log2 of the row's sum) saved by the forward; row = (window * heads + head) * N."""
     stat = lse + 2 * row
     m = tl.load(stat + offs_m, mask=offs_m < N, other=float("inf"))
     ll = tl.load(stat + N + offs_m, mask=offs_m < N, other=0.0)
@@ -276,11 +281,24 @@ def _row_stats(lse, row, offs_m, N):
 
 
 @triton.jit
+def _finite_max(m):
+    """The row max m, 0 for a row whose logits are all -inf (so p = 0 there, not NaN)."""
+    return tl.where(m == float("-inf"), 0.0, m)
+
+
+@triton.jit
+def _exp_shifted(s, m):
+    """exp(s - m) [BM, BN] as exp2((s - m) * log2 e): s - m is exact near the max (Sterbenz), so the
+    scaling to base 2 rounds only the small difference (the module docstring says why not s * log2 e)."""
+    return tl.exp2((s - m[:, None]) * _LOG2E)
+
+
+@triton.jit
 def _probs(s, m, ll):
-    """P = exp2(s - m - log2 l), with s - m formed first: at logits of ~100 (Swin V2 logit scales)
-    one rounding of m + log2 l costs ~1e-5 relative in P, too much for fp32 gradients. An all -inf
-    row has m = +inf and gets P = 0."""
-    return tl.exp2((s - m[:, None]) - ll[:, None])
+    """P = exp2((s - m) * log2 e - log2 l) for the backward, from the forward's row max m (natural
+    units) and log2 l, the forward's `_exp_shifted` with the scaling and - log2 l in one FMA (the
+    instruction count of a base-2 s - m - log2 l). An all -inf row has m = +inf and gets P = 0."""
+    return tl.exp2(tl.fma(s - m[:, None], _LOG2E, -ll[:, None]))
 
 
 @triton.jit
@@ -341,7 +359,7 @@ def _window_attention_dense_bias_kernel(
     WH: tl.constexpr, WW: tl.constexpr, NP: tl.constexpr, HAS_TABLE: tl.constexpr, SHIFTED: tl.constexpr,
     BLOCK_I: tl.constexpr,
 ):
-    """dense[kind, h, i, j] = log2(e) * (table[index(i, j), h] + shift mask of `kind`), -inf for j >= N.
+    """dense[kind, h, i, j] = table[index(i, j), h] + shift mask of `kind`, -inf for j >= N.
 
     Region ids follow the official slices (0, -win), (-win, -shift), (-shift, None) of the padded
     grid: a window off the last window row has row region 0; on it, 1 or 2 (2 for the last `shift`
@@ -367,7 +385,7 @@ def _window_attention_dense_bias_kernel(
         rj = lr * (1 + ((SH > 0) & ((j // WW) >= WH - SH)).to(tl.int32)) * 3 \
             + lc * (1 + ((SW > 0) & ((j % WW) >= WW - SW)).to(tl.int32))
         val += tl.where(ri[:, None] != rj[None, :], _MASK_VALUE, 0.0)
-    val = tl.where((j < N)[None, :], val * _LOG2E, float("-inf"))
+    val = tl.where((j < N)[None, :], val, float("-inf"))
     base = (kind * num_heads + h).to(tl.int64) * NP * NP
     tl.store(dense + base + i[:, None] * NP + j[None, :], val)
 
@@ -379,7 +397,7 @@ def _window_attention_fwd_kernel(
     N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_batch, n_groups, cpk, num_heads,
     s_qb, s_qy, s_qx, s_qc, s_pb,  # qkv (MAP: b, h, w, c; SEQ: b, n, 0, c), qkv_bias
     s_ob, s_oy, s_ox,  # out (channel stride 1)
-    s_mw, s_mi, s_mj, qk_scale,
+    s_mw, s_mi, s_mj, scale,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NP: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
     MAP: tl.constexpr, SHIFTED: tl.constexpr, PADDED: tl.constexpr, HAS_DENSE: tl.constexpr,
     HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, OFF64: tl.constexpr, IEEE: tl.constexpr,
@@ -407,7 +425,7 @@ def _window_attention_fwd_kernel(
     # the bias tile is the same for every window of the program; a gathered mask always pays to hoist
     HOIST_BIAS: tl.constexpr = ONE_BLOCK and (HOIST or HAS_MASK)
     if HOIST_BIAS:
-        bias0 = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+        bias0 = _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
     for jj in range(0, n_here):
         win, b, wy, wx = _window_at(k, j0 + jj, n_groups, ny, nx, y0, x0, n_wh, n_ww, MAP)
         yq, xq, q_real = _tokens(wy, wx, ty_m, tx_m, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW,
@@ -422,11 +440,10 @@ def _window_attention_fwd_kernel(
             if HOIST_BIAS:
                 bias = bias0
             else:
-                bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
-            s = _logits2(q, kt, qk_scale, bias, IEEE)
+                bias = _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+            s = _logits(q, kt, scale, bias, IEEE)
             m_i = tl.max(s, 1)
-            m_i = tl.where(m_i == float("-inf"), 0.0, m_i)  # fully masked row: p = 0, not NaN
-            p = tl.exp2(s - m_i[:, None])
+            p = _exp_shifted(s, _finite_max(m_i))
             l_i = tl.sum(p, 1)
             acc = _mm(p.to(vt.dtype), vt, IEEE)
         else:  # online softmax over key blocks
@@ -438,12 +455,15 @@ def _window_attention_fwd_kernel(
                 kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
                                              WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
                                              HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
-                s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
-                                                            HAS_DENSE, HAS_MASK), IEEE)
+                s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
+                                                     HAS_DENSE, HAS_MASK), IEEE)
                 m_new = tl.maximum(m_i, tl.max(s, 1))
-                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: keep p = 0, not NaN
-                alpha = tl.exp2(m_i - m_use)
-                p = tl.exp2(s - m_use[:, None])
+                m_use = _finite_max(m_new)  # all -inf so far: keep p = 0, not NaN
+                # 0 while m_i = -inf (nothing seen yet). tl.exp is the same exp2 of the scaled difference;
+                # written as exp2((m_i - m_use) * log2 e), triton 3.6 gave the fp32 build (Swin-T, 4 warps,
+                # 32 x 32 tiles, sm_90) a 16-byte stack frame
+                alpha = tl.exp(m_i - m_use)
+                p = _exp_shifted(s, m_use)
                 l_i = l_i * alpha + tl.sum(p, 1)
                 acc = acc * alpha[:, None] + _mm(p.to(vt.dtype), vt, IEEE)
                 m_i = m_new
@@ -460,13 +480,12 @@ def _window_attention_fwd_kernel(
 @autotune(DQ_CONFIGS, _KEY + ["BIAS_GRAD"], prune_dq)
 @triton.jit(do_not_specialize=_DNS)
 def _window_attention_bwd_dq_kernel(
-    qkv, pad_bias, dense, mask, out, dout, lse, delta, dqkv, gpart,
+    qkv, pad_bias, dense, mask, dout, lse, delta, dqkv, gpart,
     N, C, H, W, HMOD, WMOD, RLIM, CLIM, n_wh, n_ww, SH, SW, n_batch, n_groups, cpk, num_heads,
     s_qb, s_qy, s_qx, s_qc, s_pb,
-    s_ob, s_oy, s_ox,  # out (channel stride 1)
     s_gb, s_gy, s_gx, s_gc,  # dout
     s_db, s_dy, s_dx,  # dqkv (channel stride 1)
-    s_mw, s_mi, s_mj, qk_scale, scale,
+    s_mw, s_mi, s_mj, scale,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NP: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
     MAP: tl.constexpr, SHIFTED: tl.constexpr, PADDED: tl.constexpr, HAS_DENSE: tl.constexpr,
     HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, OFF64: tl.constexpr, IEEE: tl.constexpr,
@@ -499,7 +518,7 @@ def _window_attention_bwd_dq_kernel(
     g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)  # sum of dS over the windows (one key block only)
     HOIST_BIAS: tl.constexpr = ONE_BLOCK and (HOIST or HAS_MASK)
     if HOIST_BIAS:
-        bias0 = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+        bias0 = _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
     for jj in range(0, n_here):
         win, b, wy, wx = _window_at(k, j0 + jj, n_groups, ny, nx, y0, x0, n_wh, n_ww, MAP)
         yq, xq, q_real = _tokens(wy, wx, ty_m, tx_m, offs_m, N, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, WH, WW,
@@ -511,7 +530,7 @@ def _window_attention_bwd_dq_kernel(
         do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
                      + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD), other=0.0)
         row = (win.to(tl.int64) * num_heads + h) * N
-        m2, ll2 = _row_stats(lse, row, offs_m, N)
+        m_row, ll2 = _row_stats(lse, row, offs_m, N)
         if ONE_BLOCK:
             kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, ty_n0, tx_n0, offs_n0, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM,
                                          SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, HEAD_DIM, WH, WW, MAP,
@@ -519,9 +538,9 @@ def _window_attention_bwd_dq_kernel(
             if HOIST_BIAS:
                 bias = bias0
             else:
-                bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
-            s = _logits2(q, kt, qk_scale, bias, IEEE)
-            p = _probs(s, m2, ll2)
+                bias = _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n0, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+            s = _logits(q, kt, scale, bias, IEEE)
+            p = _probs(s, m_row, ll2)
             dp = _mm(do, tl.trans(vt), IEEE)
             dlt = tl.sum(p * dp, 1)  # exact fp32 delta_i = sum_j P_ij dP_ij
             ds = p * (dp - dlt[:, None])
@@ -529,29 +548,27 @@ def _window_attention_bwd_dq_kernel(
             if BIAS_GRAD:
                 g += ds
         else:
-            if IEEE:  # fp32: O is exact enough for delta = rowsum(dO * O)
-                o = tl.load(out + b * s_ob + _pos(yq, xq, s_oy, s_ox, OFF64)[:, None] + (h * HEAD_DIM + dd)[None, :],
-                            mask=_rows_mask(q_real, d_ok, DPAD), other=0.0)
-                dlt = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-            else:  # low precision O would make delta inexact under saturated softmax: a first pass
-                dlt = tl.zeros([BLOCK_M], tl.float32)
-                for start_n in range(0, N, BLOCK_N):
-                    offs_n = start_n + offs_n0
-                    kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
-                                                 WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
-                                                 HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
-                    s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
-                                                                HAS_DENSE, HAS_MASK), IEEE)
-                    dlt += tl.sum(_probs(s, m2, ll2) * _mm(do, tl.trans(vt), IEEE), 1)
+            # delta_i = sum_j P_ij dP_ij by a first pass over the keys, in every dtype: rowsum(dO * O)
+            # is the same sum in exact arithmetic, but under a saturated softmax (Swin V2 logits of
+            # ~100) dS = P (dP - delta) cancels, and O's rounding then doubled fp32 dq errors
+            dlt = tl.zeros([BLOCK_M], tl.float32)
+            for start_n in range(0, N, BLOCK_N):
+                offs_n = start_n + offs_n0
+                kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
+                                             WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
+                                             HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
+                s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
+                                                     HAS_DENSE, HAS_MASK), IEEE)
+                dlt += tl.sum(_probs(s, m_row, ll2) * _mm(do, tl.trans(vt), IEEE), 1)
             dq = tl.zeros([BLOCK_M, D_PAD], tl.float32)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + offs_n0
                 kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
                                              WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
                                              HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
-                s = _logits2(q, kt, qk_scale, _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
-                                                            HAS_DENSE, HAS_MASK), IEEE)
-                p = _probs(s, m2, ll2)
+                s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
+                                                     HAS_DENSE, HAS_MASK), IEEE)
+                p = _probs(s, m_row, ll2)
                 ds = p * (_mm(do, tl.trans(vt), IEEE) - dlt[:, None])
                 dq += _mm(ds.to(kt.dtype), kt, IEEE)
                 if BIAS_GRAD:  # this program's own slice, no other writer: first window stores, later ones add
@@ -574,7 +591,7 @@ def _window_attention_bwd_dkdv_kernel(
     s_qb, s_qy, s_qx, s_qc, s_pb,
     s_gb, s_gy, s_gx, s_gc,  # dout
     s_db, s_dy, s_dx,  # dqkv (channel stride 1)
-    s_mw, s_mi, s_mj, qk_scale, scale,
+    s_mw, s_mi, s_mj, scale,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, NP: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
     MAP: tl.constexpr, SHIFTED: tl.constexpr, PADDED: tl.constexpr, HAS_DENSE: tl.constexpr,
     HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, OFF64: tl.constexpr, IEEE: tl.constexpr,
@@ -599,7 +616,7 @@ def _window_attention_bwd_dkdv_kernel(
     ONE_QBLOCK: tl.constexpr = BLOCK_M >= NP
     HOIST_BIAS: tl.constexpr = ONE_QBLOCK and (HOIST or HAS_MASK)
     if HOIST_BIAS:  # one query block: its bias tile is the same for every window of the program
-        bias0 = _bias2(dense_ptr, mask_ptr, offs_m0, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+        bias0 = _bias_tile(dense_ptr, mask_ptr, offs_m0, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
     for jj in range(0, n_here):
         win, b, wy, wx = _window_at(k, j0 + jj, n_groups, ny, nx, y0, x0, n_wh, n_ww, MAP)
         q_base = qkv + b * s_qb
@@ -618,13 +635,13 @@ def _window_attention_bwd_dkdv_kernel(
             do = tl.load(dout + b * s_gb + _pos(yq, xq, s_gy, s_gx, OFF64)[:, None]
                          + _chan(h * HEAD_DIM + dd, s_gc, OFF64)[None, :], mask=_rows_mask(q_real, d_ok, DPAD),
                          other=0.0)
-            m2, ll2 = _row_stats(lse, row, offs_m, N)
+            m_row, ll2 = _row_stats(lse, row, offs_m, N)
             dlt = tl.load(delta + row + offs_m, mask=offs_m < N, other=0.0)
             if HOIST_BIAS:
                 bias = bias0
             else:
-                bias = _bias2(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
-            p = _probs(_logits2(q, kt, qk_scale, bias, IEEE), m2, ll2)  # [BM, BN]
+                bias = _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK)
+            p = _probs(_logits(q, kt, scale, bias, IEEE), m_row, ll2)  # [BM, BN]
             dv += _mm(tl.trans(p.to(do.dtype)), do, IEEE)
             ds = p * (_mm(do, tl.trans(vt), IEEE) - dlt[:, None])
             dk += _mm(tl.trans(ds.to(q.dtype)), q, IEEE)

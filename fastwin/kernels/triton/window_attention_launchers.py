@@ -15,7 +15,6 @@ from torch import Tensor
 
 from . import interpreting, launch
 from .window_attention import (
-    LOG2E,
     _np2,
     _window_attention_bwd_dkdv_kernel,
     _window_attention_bwd_dq_kernel,
@@ -109,7 +108,7 @@ def _off64(*tensors) -> bool:
 
 
 def _dense_bias(geo, table, qkv):
-    """[kinds, heads, NP, NP] fp32 log2(e) * (bias + shift mask), -inf at keys >= N; None if neither."""
+    """[kinds, heads, NP, NP] fp32 bias + shift mask, -inf at keys >= N; None if neither."""
     if table is None and not geo.shifted:
         return None
     kinds = 4 if geo.shifted else 1
@@ -135,8 +134,8 @@ def _flags(geo, qkv, dense, mask, qkv_bias, off64):
 def _fwd(geo, qkv, table, qkv_bias, mask, scale):
     """Forward for any mode. Returns (out [*pos, heads*d] contiguous, stats [windows, heads, 2, N] fp32).
 
-    stats[:, :, 0] is each query's base-2 logit max (+inf for a row whose logits are all -inf),
-    stats[:, :, 1] log2 of its sum of exp2(s - max); the backward takes them as they are.
+    stats[:, :, 0] is each query's logit max m, natural units (+inf for a row whose logits are all
+    -inf), stats[:, :, 1] log2 of its sum of exp(s - m); the backward takes them as they are.
     """
     out = launch.empty(geo.pos_shape + (geo.C,), qkv)
     lse = launch.empty((geo.n_win, geo.heads, 2, geo.N), qkv, torch.float32)
@@ -152,7 +151,7 @@ def _fwd(geo, qkv, table, qkv_bias, mask, scale):
         mask if mask is not None else qkv, out, lse,
         *geo.ints(n_groups, cpk),
         *geo.pos_strides(qkv), qkv_bias.stride(0) if qkv_bias is not None else 0,
-        *geo.pos_strides(out, channel=False), *_mask_strides(mask), scale * LOG2E,
+        *geo.pos_strides(out, channel=False), *_mask_strides(mask), scale,
         **_flags(geo, qkv, dense, mask, qkv_bias, off64),
     )
     return out, lse
@@ -184,7 +183,7 @@ def _bwd(geo, dout, qkv, table, qkv_bias, mask, out, lse, scale, need_table_grad
     ptrs = (qkv, qkv_bias if qkv_bias is not None else qkv, dense if dense is not None else lse,
             mask if mask is not None else qkv)
     pb_stride = qkv_bias.stride(0) if qkv_bias is not None else 0
-    tail = (*_mask_strides(mask), scale * LOG2E, scale)
+    tail = (*_mask_strides(mask), scale)
 
     # dq (+ delta, + dS partials per group for the table / mask gradients)
     cpk = geo.chunks(n_groups, _DQ_PROGRAMS if bias_grad else _FWD_PROGRAMS)
@@ -192,9 +191,9 @@ def _bwd(geo, dout, qkv, table, qkv_bias, mask, out, lse, scale, need_table_grad
                         dtype=torch.float32)
     grid = lambda META: (n_groups * cpk * triton.cdiv(N, META["BLOCK_M"]) * heads,)  # noqa: E731
     launch.run(_window_attention_bwd_dq_kernel, grid,
-        *ptrs, out, dout, lse, delta, dqkv, gpart,
+        *ptrs, dout, lse, delta, dqkv, gpart,
         *geo.ints(n_groups, cpk),
-        *geo.pos_strides(qkv), pb_stride, *geo.pos_strides(out, channel=False), *geo.pos_strides(dout),
+        *geo.pos_strides(qkv), pb_stride, *geo.pos_strides(dout),
         *geo.pos_strides(dqkv, channel=False), *tail,
         BIAS_GRAD=bias_grad, **flags,
     )
