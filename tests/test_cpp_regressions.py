@@ -70,6 +70,32 @@ def test_fully_masked_row_statistics():
     assert lse[0, 0, 2] == float("inf") and torch.isfinite(lse[0, 0, [0, 1, 3]]).all()
 
 
+@pytest.mark.parametrize("n_keys", [4, 20], ids=["one-vector-row", "two-vector-row"])
+def test_nan_logit_among_masked_keys_gives_nan_row(n_keys):
+    """A row whose only unmasked logit is NaN is NaN (SPEC §6), not a fully masked row of zeros: the
+    float softmax takes a plain lane max (which skips NaN) and must notice that case. Rows with a NaN
+    among finite logits and normal rows are checked too; the backward's recomputed P follows the same
+    rows (its dqkv row is NaN)."""
+    heads, d = 1, 16
+    qkv = torch.randn(1, n_keys, 3 * heads * d)
+    qkv[0, n_keys - 1, heads * d] = float("nan")                  # key n-1 gives NaN logits to every query
+    mask = torch.zeros(1, n_keys, n_keys)
+    mask[0, 0, : n_keys - 1] = float("-inf")                       # query 0 sees only key n-1: NaN
+    qkv_leaf = qkv.clone().requires_grad_()
+    out, lse = torch.ops.fastwin_C.window_attention_fwd(qkv, None, mask, heads, [1, n_keys], d ** -0.5)
+    assert out[0, 0].isnan().all() and lse[0, 0, 0].isnan()
+    assert out[0, 1:].isnan().all()                                # NaN among finite logits, as before
+    with fastwin.set_backend("cpp"):
+        got = ops.window_attention(qkv_leaf, heads, (1, n_keys), None, mask)
+    got.backward(torch.ones_like(got))
+    assert got[0, 0].isnan().all() and qkv_leaf.grad[0, 0, : heads * d].isnan().all()
+    clean = torch.randn(1, n_keys, 3 * heads * d)                  # and a row without NaN stays finite
+    out, _ = torch.ops.fastwin_C.window_attention_fwd(clean, None, mask, heads, [1, n_keys], d ** -0.5)
+    with fastwin.set_backend("reference"):
+        ref = ops.window_attention(clean, heads, (1, n_keys), None, mask)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
 # (window, heads, d, scale, |qkv|): logits of tens, so each row of P is one-hot up to rounding. With 2
 # tokens per window the old kernel's dqkv error reached 15-100x the reference's own and broke the rule
 # on seeds 2 and 4 of the first case (fp16 and bf16) and seed 3 of the second (bf16).

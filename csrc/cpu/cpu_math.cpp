@@ -100,19 +100,23 @@ __attribute__((always_inline)) inline vf fast_expf(vf x) {
 
 __attribute__((always_inline)) inline double exp_of(double x) { return std::exp(x); }
 
-// The larger of a and b, or NaN if either is NaN: a NaN logit must make its row NaN (SPEC §6), not be
-// skipped by the row max (a plain `a > b ? a : b` drops it, and a row of NaN logits would then look
-// fully masked and give zeros).
-__attribute__((always_inline)) inline vf max_nan(vf a, vf b) { return ((a > b) | (a != a)) ? a : b; }
+// The larger of a and b, or NaN if either is NaN (the double rows' scalar max): a NaN logit must make its
+// row NaN (SPEC §6), not be skipped by the row max (a plain `a > b ? a : b` drops it, and a row of NaN
+// logits would then look fully masked and give zeros).
 __attribute__((always_inline)) inline float max_nan(float a, float b) { return (a > b || a != a) ? a : b; }
 __attribute__((always_inline)) inline double max_nan(double a, double b) { return (a > b || a != a) ? a : b; }
 
-// Horizontal max (NaN-propagating) / sum of 16 lanes by a shuffle tree (GCC 12 has no generic reduce builtin).
+// The plain larger of a and b per lane. The float rows use it, not a NaN-propagating vector max: GCC 12
+// lowered `((a > b) | (a != a)) ? a : b` on 16 lanes to per-lane extracts and branches, which made the
+// softmax ~4x slower than the maths (62 % of Swin's attention op). NaN is handled by `row_max`.
+__attribute__((always_inline)) inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+
+// Horizontal max / sum of 16 lanes by a shuffle tree (GCC 12 has no generic reduce builtin).
 __attribute__((always_inline)) inline float hmax(vf v) {
-  v = max_nan(v, __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
-  v = max_nan(v, __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
-  v = max_nan(v, __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
-  return max_nan(v[0], v[1]);
+  v = vmax(v, __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+  v = vmax(v, __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
+  v = vmax(v, __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
+  return v[0] > v[1] ? v[0] : v[1];
 }
 __attribute__((always_inline)) inline float hsum(vf v) {
   v += __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
@@ -127,21 +131,33 @@ __attribute__((always_inline)) inline vi tail_mask(int64_t n) {
   return lane < static_cast<int32_t>(n - ((n + 15) / 16 - 1) * 16);
 }
 
+// Max of the n real columns of a float row (padded to 16-lane vectors). The plain lane max skips NaN, but
+// a NaN among finite logits still makes the row NaN through exp and the sum; only a row whose non-NaN
+// logits are all -inf (or that has none) would pass for fully masked, so that case scans for NaN and
+// returns NaN if there is one.
+__attribute__((always_inline)) inline float row_max(const float* s, int64_t n, int64_t nv, vi tail) {
+  const vf ninf = vf{} - std::numeric_limits<float>::infinity();
+  vf mv = ninf;
+  for (int64_t v = 0; v < nv; ++v) {
+    vf x = loadu<vf>(s + 16 * v);
+    if (v == nv - 1) x = tail ? x : ninf;
+    mv = vmax(x, mv);
+  }
+  const float m = hmax(mv);
+  if (m == -std::numeric_limits<float>::infinity())
+    for (int64_t j = 0; j < n; ++j)
+      if (s[j] != s[j]) return s[j];
+  return m;
+}
+
 // float rows: whole 16-lane vectors over the padded row (ld % 16 == 0); padding lanes are masked
 // to -inf for the max and to 0 after the exp.
 __attribute__((always_inline)) inline void softmax_impl(float* S, int64_t rows, int64_t n, int64_t ld, float* lse) {
   const int64_t nv = (n + 15) / 16;
   const vi tail = tail_mask(n);
-  const vf ninf = vf{} - std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
     float* s = S + r * ld;
-    vf mv = ninf;
-    for (int64_t v = 0; v < nv; ++v) {
-      vf x = loadu<vf>(s + 16 * v);
-      if (v == nv - 1) x = tail ? x : ninf;
-      mv = max_nan(x, mv);
-    }
-    const float m = hmax(mv);
+    const float m = row_max(s, n, nv, tail);
     if (m == -std::numeric_limits<float>::infinity()) {  // every logit -inf: P = 0 (see cpu_math.h)
       for (int64_t j = 0; j < ld; ++j) s[j] = 0;
       if (lse) lse[r] = std::numeric_limits<float>::infinity();
@@ -165,16 +181,9 @@ __attribute__((always_inline)) inline void softmax_impl(float* S, int64_t rows, 
 __attribute__((always_inline)) inline void exp_rows_impl(float* S, int64_t rows, int64_t n, int64_t ld, const float* lse) {
   const int64_t nv = (n + 15) / 16;
   const vi tail = tail_mask(n);
-  const vf ninf = vf{} - std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
     float* s = S + r * ld;
-    vf mv = ninf;
-    for (int64_t v = 0; v < nv; ++v) {
-      vf x = loadu<vf>(s + 16 * v);
-      if (v == nv - 1) x = tail ? x : ninf;
-      mv = max_nan(x, mv);
-    }
-    const float m = hmax(mv);
+    const float m = row_max(s, n, nv, tail);
     if (lse[r] == std::numeric_limits<float>::infinity() || m == -std::numeric_limits<float>::infinity()) {
       for (int64_t j = 0; j < ld; ++j) s[j] = 0;  // a fully masked row: P = 0
       continue;
