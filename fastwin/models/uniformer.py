@@ -14,9 +14,11 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .. import ops
+from .. import dispatch, ops
+from ..backend import onednn
 from ..ops.inference import folded_form
 from ..layers import Attention, DropPath, Mlp, folding, projection
 from ..layers.checks import features as _check_features
@@ -36,6 +38,29 @@ __all__ = ["UniFormer", "CBlock", "SABlock", "CMlp"]
 
 def _drop_path(p: float) -> nn.Module:
     return DropPath(p) if p > 0.0 else nn.Identity()
+
+
+def _plain(m: nn.Module, cls) -> bool:
+    """`m` is exactly `cls` (no subclass, nothing `swap` replaced) without hooks."""
+    return type(m) is cls and not (m._forward_hooks or m._forward_pre_hooks)
+
+
+# what the inference-only forms run, for `fastwin.dispatch.record` (the depthwise convs and the attention are
+# torch's own kernels, the GEMMs the cpp backend's oneDNN path)
+_CBLOCK_OPS = (("dwconv2d", "reference"), ("linear", "cpp"), ("dwconv2d", "reference"), ("linear", "cpp"),
+               ("linear_gelu", "cpp"), ("linear", "cpp"))
+_SABLOCK_OPS = (("dwconv2d", "reference"), ("linear", "cpp"), ("attention", "reference"), ("linear", "cpp"),
+                ("linear_gelu", "cpp"), ("linear", "cpp"))
+
+
+def _dwconv_cl(x: torch.Tensor, conv: nn.Conv2d, residual: bool = False) -> torch.Tensor:
+    """`[x +] dwconv(x)` with `conv`'s weight [C, 1, k, k] and bias, "same" padding, on `x` [B, C, H, W] in
+    channels-last memory (copied there if it is not), as the reference computes it (`F.conv2d`, then the
+    add; torch's channels-last depthwise kernel is 1.5-2x its NCHW one and the C++ backend's at UniFormer's
+    shapes); channels-last out."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(x, conv.weight, conv.bias, padding=conv.weight.shape[-1] // 2, groups=x.shape[1])
+    return x + y if residual else y
 
 
 def _cast(t: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -108,21 +133,22 @@ class CBlock(nn.Module):
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
-        mlp.fc1: six ops (two depthwise convs, four GEMMs with the GELU / residual adds in their
-        epilogues), no BatchNorm pass, no layout copies between blocks.
+        mlp.fc1: two depthwise convs (torch's channels-last kernel, the reference's arithmetic) and four
+        oneDNN GEMMs with the GELU / residual adds in their epilogues, no BatchNorm pass, no layout copies
+        between blocks, and none of the dispatcher's per-op work (`_folds` asked it once for the block).
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
         pe, at, mlp = self.pos_embed, self.attn, self.mlp
-        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]; contiguous when x is channels-last
-        t = ops.dwconv2d(t, pe.weight, pe.bias, residual=True, layout="NHWC").contiguous()
+        t = _dwconv_cl(x, pe, residual=True).permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
         w, b = folding.conv1x1_as_linear(self.conv1, self.norm1)
-        h = ops.dwconv2d(ops.linear(t, w, b), at.weight, at.bias, layout="NHWC")
+        h = _dwconv_cl(onednn.linear(t, w, b).permute(0, 3, 1, 2), at).permute(0, 2, 3, 1)
         w, b = folding.conv1x1_as_linear(self.conv2)
-        t = ops.linear(h, w, b, residual=t)
+        t = onednn.linear(h, w, b, residual=t)
         w, b = folding.conv1x1_as_linear(mlp.fc1, self.norm2)
-        h = ops.linear_gelu(t, w, b, mlp.act.approximate)
+        h = onednn.linear(t, w, b, gelu=mlp.act.approximate)
         w, b = folding.conv1x1_as_linear(mlp.fc2)
-        return ops.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
+        dispatch.note(*_CBLOCK_OPS)
+        return onednn.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
@@ -167,8 +193,48 @@ class SABlock(nn.Module):
             self.gamma_1 = nn.Parameter(layer_scale * torch.ones(dim))
             self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim))
 
+    def _folds(self, x: torch.Tensor) -> bool:
+        """The inference-only form applies (see CBlock._folds): eval mode, no layer scale, exactly this
+        block's modules without hooks, nothing dropping, a backend that runs the GEMMs fast."""
+        if self.training or self.ls or type(x) is not torch.Tensor:  # first: under fx, parameters are Proxies
+            return False
+        attn, mlp = self.attn, self.mlp
+        if not (_plain(attn, Attention) and _plain(mlp, Mlp) and _plain(mlp.act, nn.GELU)
+                and all(_plain(m, nn.LayerNorm) for m in (self.norm1, self.norm2))
+                and all(_plain(m, nn.Linear) for m in (attn.qkv, attn.proj, mlp.fc1, mlp.fc2))
+                and projection.passes_through(self.drop_path, attn.attn_drop, attn.proj_drop, mlp.drop)):
+            return False
+        linears = (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
+        return (folded_form(x, attn.qkv.weight[:, :, None, None], attn.qkv.bias)
+                and onednn.usable(x, *(t for m in linears for t in (m.weight, m.bias)))
+                and not any(m.weight.is_inference() for m in linears))
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on channels-last tokens `[B, H*W, C]`: the position embedding as torch's channels-last
+        depthwise conv, the attention as `F.scaled_dot_product_attention` (torch's fused CPU kernel, 2x
+        fastwin's at UniFormer's 196 tokens), four oneDNN GEMMs with GELU / residual epilogues, and no
+        layout copy at the block's end.
+
+        [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
+        B, C, H, W = x.shape
+        pe, attn, mlp = self.pos_embed, self.attn, self.mlp
+        t = _dwconv_cl(x, pe, residual=True).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view
+        n1, n2 = self.norm1, self.norm2
+        qkv = onednn.linear(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), attn.qkv.weight,
+                            attn.qkv.bias)
+        q, k, v = qkv.view(B, H * W, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v, scale=attn.scale).transpose(1, 2).reshape(B, H * W, C)
+        t = onednn.linear(a, attn.proj.weight, attn.proj.bias, residual=t)
+        h = onednn.linear(F.layer_norm(t, n2.normalized_shape, n2.weight, n2.bias, n2.eps), mlp.fc1.weight,
+                          mlp.fc1.bias, gelu=mlp.act.approximate)
+        t = onednn.linear(h, mlp.fc2.weight, mlp.fc2.bias, residual=t)
+        dispatch.note(*_SABLOCK_OPS)
+        return t.view(B, H, W, C).permute(0, 3, 1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
+        if self._folds(x):
+            return self._forward_folded(x)
         B, C, H, W = x.shape
         pe, n1 = self.pos_embed, self.norm1
         x, h = ops.dwconv_layernorm(x, _cast(pe.weight, x), _cast(pe.bias, x), _cast(n1.weight, x),
