@@ -45,22 +45,28 @@ def _plain(m: nn.Module, cls) -> bool:
     return type(m) is cls and not (m._forward_hooks or m._forward_pre_hooks)
 
 
-# what the inference-only forms run, for `fastwin.dispatch.record` (the depthwise convs and the attention are
-# torch's own kernels, the GEMMs the cpp backend's oneDNN path)
-_CBLOCK_OPS = (("dwconv2d", "reference"), ("linear", "cpp"), ("dwconv2d", "reference"), ("linear", "cpp"),
+# what the inference-only forms run, for `fastwin.dispatch.record`: the convs and GEMMs on the cpp backend's
+# packed oneDNN path, the attention as torch's own fused kernel
+_CBLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("dwconv2d", "cpp"), ("linear", "cpp"),
                ("linear_gelu", "cpp"), ("linear", "cpp"))
-_SABLOCK_OPS = (("dwconv2d", "reference"), ("linear", "cpp"), ("attention", "reference"), ("linear", "cpp"),
+_SABLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("attention", "reference"), ("linear", "cpp"),
                 ("linear_gelu", "cpp"), ("linear", "cpp"))
 
 
-def _dwconv_cl(x: torch.Tensor, conv: nn.Conv2d, residual: bool = False) -> torch.Tensor:
-    """`[x +] dwconv(x)` with `conv`'s weight [C, 1, k, k] and bias, "same" padding, on `x` [B, C, H, W] in
-    channels-last memory (copied there if it is not), as the reference computes it (`F.conv2d`, then the
-    add; torch's channels-last depthwise kernel is 1.5-2x its NCHW one and the C++ backend's at UniFormer's
-    shapes); channels-last out."""
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = F.conv2d(x, conv.weight, conv.bias, padding=conv.weight.shape[-1] // 2, groups=x.shape[1])
-    return x + y if residual else y
+def _dwconvs_usable(x: torch.Tensor, *convs: nn.Conv2d) -> bool:
+    """The depthwise `convs` (their weights [C, 1, k, k], odd k, and biases) may run on the packed oneDNN path
+    for `x` (`onednn.usable`), their tensors track versions (for the packed / folded copies)."""
+    tensors = [t for c in convs for t in (c.weight, c.bias)]
+    return (all(c.weight.dim() == 4 and c.weight.shape[-1] % 2 == 1 for c in convs)
+            and onednn.usable(x, *tensors) and folding.versioned(*tensors))
+
+
+def _pos_embed(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """The dynamic position embedding `x + dwconv(x)` of an inference-only form, on `x` [B, C, H, W] (copied
+    to channels-last memory if it is not there): one packed oneDNN depthwise conv whose weight has the
+    identity folded into its centre tap (`folding.dwconv_with_identity`). Channels-last out."""
+    w, b = folding.dwconv_with_identity(conv)
+    return onednn.dwconv(x.contiguous(memory_format=torch.channels_last), w, b)
 
 
 def _cast(t: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -128,8 +134,10 @@ class CBlock(nn.Module):
             return False
         if not all(folding.foldable(c) for c in (self.conv1, self.conv2, mlp.fc1, mlp.fc2)):
             return False
+        pe, at = self.pos_embed, self.attn
         return (folding.foldable_batchnorm(self.norm1) and folding.foldable_batchnorm(self.norm2)
-                and folded_form(x, self.conv1.weight, self.conv1.bias))
+                and folded_form(x, self.conv1.weight, self.conv1.bias)
+                and _dwconvs_usable(x, pe, at))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
@@ -138,10 +146,10 @@ class CBlock(nn.Module):
         between blocks, and none of the dispatcher's per-op work (`_folds` asked it once for the block).
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
-        pe, at, mlp = self.pos_embed, self.attn, self.mlp
-        t = _dwconv_cl(x, pe, residual=True).permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
+        at, mlp = self.attn, self.mlp
+        t = _pos_embed(x, self.pos_embed).permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
         w, b = folding.conv1x1_as_linear(self.conv1, self.norm1)
-        h = _dwconv_cl(onednn.linear(t, w, b).permute(0, 3, 1, 2), at).permute(0, 2, 3, 1)
+        h = onednn.dwconv(onednn.linear(t, w, b).permute(0, 3, 1, 2), at.weight, at.bias).permute(0, 2, 3, 1)
         w, b = folding.conv1x1_as_linear(self.conv2)
         t = onednn.linear(h, w, b, residual=t)
         w, b = folding.conv1x1_as_linear(mlp.fc1, self.norm2)
@@ -207,7 +215,7 @@ class SABlock(nn.Module):
         linears = (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
         return (folded_form(x, attn.qkv.weight[:, :, None, None], attn.qkv.bias)
                 and onednn.usable(x, *(t for m in linears for t in (m.weight, m.bias)))
-                and not any(m.weight.is_inference() for m in linears))
+                and folding.versioned(*(m.weight for m in linears)) and _dwconvs_usable(x, self.pos_embed))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last tokens `[B, H*W, C]`: the position embedding as torch's channels-last
@@ -218,7 +226,7 @@ class SABlock(nn.Module):
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
         B, C, H, W = x.shape
         pe, attn, mlp = self.pos_embed, self.attn, self.mlp
-        t = _dwconv_cl(x, pe, residual=True).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view
+        t = _pos_embed(x, pe).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view
         n1, n2 = self.norm1, self.norm2
         qkv = onednn.linear(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), attn.qkv.weight,
                             attn.qkv.bias)
