@@ -7,6 +7,11 @@ depthwise convolutions and the attention run through `fastwin.ops`, so the fused
 them; everything else is plain PyTorch. Official state dicts load without renaming.
 
 Layout: NCHW `[B, C, H, W]` between blocks (as the official code); SABlocks work on `[B, H*W, C]`.
+
+Inference-only forms (eval, no autograd, fp32 CPU, a backend that runs the packed oneDNN GEMMs; see
+`fastwin.ops.inference`): both blocks keep channels-last maps end to end and run packed oneDNN GEMMs and
+depthwise convs directly, with BatchNorms and the position embedding's residual folded into weights
+(`fastwin.layers.folding`); SABlocks use torch's fused attention kernel.
 """
 from __future__ import annotations
 
@@ -129,8 +134,7 @@ class CBlock(nn.Module):
         mlp = self.mlp
         if self.training or type(x) is not torch.Tensor:  # first: under fx, parameters are Proxies too
             return False
-        if not (type(mlp) is CMlp and type(mlp.act) is nn.GELU and not (mlp._forward_hooks or mlp._forward_pre_hooks)
-                and projection.passes_through(self.drop_path, mlp.drop)):
+        if not (_plain(mlp, CMlp) and type(mlp.act) is nn.GELU and projection.passes_through(self.drop_path, mlp.drop)):
             return False
         if not all(folding.foldable(c) for c in (self.conv1, self.conv2, mlp.fc1, mlp.fc2)):
             return False
@@ -141,9 +145,9 @@ class CBlock(nn.Module):
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
-        mlp.fc1: two depthwise convs (torch's channels-last kernel, the reference's arithmetic) and four
-        oneDNN GEMMs with the GELU / residual adds in their epilogues, no BatchNorm pass, no layout copies
-        between blocks, and none of the dispatcher's per-op work (`_folds` asked it once for the block).
+        mlp.fc1: two depthwise convs (the position embedding's residual folded into its weight) and four
+        GEMMs with the GELU / residual adds in their epilogues, all on packed oneDNN weights; no BatchNorm
+        pass, no layout copies between blocks, none of the dispatcher's per-op work (`_folds` asked once).
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
         at, mlp = self.attn, self.mlp
@@ -203,11 +207,12 @@ class SABlock(nn.Module):
 
     def _folds(self, x: torch.Tensor) -> bool:
         """The inference-only form applies (see CBlock._folds): eval mode, no layer scale, exactly this
-        block's modules without hooks, nothing dropping, a backend that runs the GEMMs fast."""
+        block's modules without hooks, an attention not pinned to a backend, nothing dropping, a backend
+        that runs the GEMMs fast."""
         if self.training or self.ls or type(x) is not torch.Tensor:  # first: under fx, parameters are Proxies
             return False
         attn, mlp = self.attn, self.mlp
-        if not (_plain(attn, Attention) and _plain(mlp, Mlp) and _plain(mlp.act, nn.GELU)
+        if not (_plain(attn, Attention) and attn.backend is None and _plain(mlp, Mlp) and _plain(mlp.act, nn.GELU)
                 and all(_plain(m, nn.LayerNorm) for m in (self.norm1, self.norm2))
                 and all(_plain(m, nn.Linear) for m in (attn.qkv, attn.proj, mlp.fc1, mlp.fc2))
                 and projection.passes_through(self.drop_path, attn.attn_drop, attn.proj_drop, mlp.drop)):
@@ -218,10 +223,10 @@ class SABlock(nn.Module):
                 and folding.versioned(*(m.weight for m in linears)) and _dwconvs_usable(x, self.pos_embed))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """The block on channels-last tokens `[B, H*W, C]`: the position embedding as torch's channels-last
-        depthwise conv, the attention as `F.scaled_dot_product_attention` (torch's fused CPU kernel, 2x
-        fastwin's at UniFormer's 196 tokens), four oneDNN GEMMs with GELU / residual epilogues, and no
-        layout copy at the block's end.
+        """The block on channels-last tokens `[B, H*W, C]`: the position embedding as one packed depthwise
+        conv (as CBlock's), the attention as `F.scaled_dot_product_attention` (torch's fused CPU kernel,
+        2x the cpp backend's at UniFormer-S's 196 tokens, 1 thread), four packed oneDNN GEMMs with GELU /
+        residual epilogues, and no layout copy at the block's end.
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
         B, C, H, W = x.shape
