@@ -203,6 +203,13 @@ def record():
         _tls.recorder = prev
 
 
+def note(*ran: Tuple[str, str]) -> None:
+    """Add `(op, backend)` entries to the active `record()`: ops that a layer's inference-only form ran
+    itself, after asking `select` once for the whole layer (e.g. UniFormer's blocks)."""
+    if _tls.recorder is not None:
+        _tls.recorder.extend(ran)
+
+
 # ---------------------------------------------------------------------------------------------- selection
 
 def why_not(name: str, call: Call) -> Optional[str]:

@@ -10,7 +10,7 @@ import torch.nn as nn
 import fastwin
 from fastwin import testing
 from fastwin.layers import folding
-from fastwin.models.uniformer import CBlock, PatchEmbed
+from fastwin.models.uniformer import CBlock, PatchEmbed, SABlock
 
 pytestmark = pytest.mark.skipif(not (fastwin.backends()["cpp"] and torch.backends.mkldnn.is_available()),
                                 reason="needs the cpp backend and torch's oneDNN")
@@ -45,7 +45,7 @@ def _unfolded(blk: CBlock, x: torch.Tensor, dtype=torch.float64) -> torch.Tensor
 
 
 def _folded_ran(blk: CBlock) -> bool:
-    return all(c in folding._cache for c in (blk.conv1, blk.conv2, blk.mlp.fc1, blk.mlp.fc2))
+    return all(c in folding._cache for c in (blk.pos_embed, blk.conv1, blk.conv2, blk.mlp.fc1, blk.mlp.fc2))
 
 
 def _check(blk: CBlock, x: torch.Tensor, mode=torch.inference_mode) -> torch.Tensor:
@@ -81,6 +81,9 @@ def _refolds_after(change) -> None:
 def test_refolds_after_in_place_updates_of_every_source():
     def update(blk):
         with torch.no_grad():
+            blk.pos_embed.weight.mul_(-2.0)  # folded with the identity (x + dwconv(x))
+            blk.pos_embed.bias.add_(0.5)
+            blk.attn.weight.mul_(1.5)  # packed as it is
             blk.norm1.running_var.mul_(3.0)
             blk.norm2.running_mean.add_(0.7)
             blk.norm2.weight.mul_(-1.0)
@@ -94,20 +97,24 @@ def test_refolds_after_load_state_dict_data_swap_and_new_parameter():
     def load(blk):
         blk.load_state_dict(_block(3).state_dict())  # same tensor objects, new values in place
         blk.norm1.running_mean.data = torch.randn(16)  # a new storage behind the same buffer
+        blk.pos_embed.weight.data = torch.randn_like(blk.pos_embed.weight)
         blk.mlp.fc1.bias = nn.Parameter(torch.randn(blk.mlp.fc1.out_channels))  # another tensor object
         blk.norm2.eps = 0.3
     _refolds_after(load)
 
 
+def _train_step(blk: nn.Module, x: torch.Tensor, lr: float) -> None:
+    """One SGD step in training mode on the cpp backend (BatchNorms update their running statistics), then eval."""
+    blk.train()
+    opt = torch.optim.SGD(blk.parameters(), lr=lr)
+    with fastwin.set_backend("cpp"):
+        blk(x).square().mean().backward()
+    opt.step()
+    blk.eval()
+
+
 def test_refolds_after_a_training_forward_updates_the_running_statistics():
-    def train_step(blk):
-        blk.train()
-        opt = torch.optim.SGD(blk.parameters(), lr=0.1)
-        with fastwin.set_backend("cpp"):
-            blk(torch.randn(4, 16, 8, 8)).square().mean().backward()
-        opt.step()
-        blk.eval()
-    _refolds_after(train_step)
+    _refolds_after(lambda blk: _train_step(blk, torch.randn(4, 16, 8, 8), 0.1))
 
 
 def test_training_and_autograd_keep_the_module_arithmetic():
@@ -184,3 +191,89 @@ def test_patch_embed_gemm_on_channels_last_maps_matches_the_conv_and_follows_wei
         assert torch.allclose(fast.double(), exact, rtol=1e-5, atol=1e-5)
         with torch.no_grad():
             pe.proj.weight.mul_(-2.0)  # the next call must use the new weight
+
+
+# ----------------------------------------------------------------------------------------------- SABlock
+
+
+def _sablock(seed: int, dim: int = 32, **kwargs) -> SABlock:
+    torch.manual_seed(seed)
+    blk = SABlock(dim, num_heads=2, mlp_ratio=2.0, **dict(dict(qkv_bias=True), **kwargs))
+    with torch.no_grad():  # LayerNorms far from identity, biases non-zero
+        for m in (blk.norm1, blk.norm2):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0, 0.3)
+        for m in (blk.pos_embed, blk.attn.qkv, blk.attn.proj, blk.mlp.fc1, blk.mlp.fc2):
+            if m.bias is not None:
+                m.bias.normal_(0, 0.2)
+    return blk.eval()
+
+
+def _sablock_form_ran(blk: SABlock, x: torch.Tensor, mode=torch.inference_mode) -> bool:
+    """Whether `blk(x)` took the inference-only form (which runs no `dwconv_layernorm` op, the plain
+    path's first), after checking its output."""
+    with mode(), fastwin.set_backend("cpp", strict=True), fastwin.dispatch.record() as ran:
+        got = blk(x)
+    exact, low = _unfolded(blk, x), _unfolded(blk, x, torch.float32)
+    err, b = testing.max_err(got, exact), testing.bound(low, exact, torch.float32)
+    assert err <= b, f"max error {err:.3e} > bound {b:.3e}"
+    assert got.shape == x.shape
+    return _form_ran(ran)
+
+
+def _form_ran(ran) -> bool:
+    return bool(ran) and not any(op == "dwconv_layernorm" for op, _ in ran)
+
+
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad])
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+def test_sablock_inference_form_matches_the_module_arithmetic(mode, memory):
+    blk = _sablock(11, qkv_bias=memory == "contiguous")  # with and without a qkv bias
+    x = torch.randn(2, 32, 5, 7)
+    if memory == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert _sablock_form_ran(blk, x, mode), "the inference form did not run"
+    with mode(), fastwin.set_backend("cpp"):
+        assert blk(x).is_contiguous(memory_format=torch.channels_last)  # the next block reads it without a copy
+
+
+def test_sablock_inference_form_follows_in_place_updates_load_state_dict_and_training():
+    blk = _sablock(12)
+    x = torch.randn(2, 32, 4, 4)
+    assert _sablock_form_ran(blk, x)
+    with torch.no_grad():  # every packed or folded source, in place
+        blk.pos_embed.weight.mul_(-2.0)
+        blk.attn.qkv.weight.mul_(0.5)
+        blk.attn.proj.bias.add_(1.0)
+        blk.norm1.weight.mul_(2.0)
+        blk.mlp.fc1.weight.add_(0.1)
+        blk.mlp.fc2.weight.mul_(-1.0)
+    assert _sablock_form_ran(blk, x)
+    blk.load_state_dict(_sablock(13).state_dict())  # same tensor objects, new values
+    assert _sablock_form_ran(blk, x)
+    _train_step(blk, torch.randn(2, 32, 4, 4), 0.5)
+    assert _sablock_form_ran(blk, x)
+
+
+@pytest.mark.parametrize("why", ["hook", "layer scale", "training", "grad", "reference backend", "pinned attention"])
+def test_sablock_keeps_the_module_arithmetic_where_the_form_would_change_what_runs(why):
+    blk = _sablock(14, layer_scale=0.5 if why == "layer scale" else None)
+    x = torch.randn(2, 32, 4, 4)
+    seen = []
+    if why == "hook":
+        blk.norm2.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    if why == "training":
+        blk.train()
+    if why == "pinned attention":
+        blk.attn.backend = "reference"  # Attention(backend=...): its ops on that backend
+    backend = "reference" if why == "reference backend" else "cpp"
+    mode = torch.enable_grad if why == "grad" else torch.no_grad
+    with mode(), fastwin.set_backend(backend), fastwin.dispatch.record() as ran:
+        got = blk(x)
+    assert not _form_ran(ran), ran
+    if why == "hook":
+        assert seen == [(2, 16, 32)]
+    if why == "grad":
+        got.square().sum().backward()
+        assert blk.attn.qkv.weight.grad is not None
+    assert torch.allclose(got.double(), _unfolded(blk.eval(), x), rtol=1e-4, atol=1e-4)

@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from .projection import plain_conv1x1
 
-__all__ = ["conv1x1_as_linear", "foldable", "foldable_batchnorm", "foldable_patch_conv", "patch_conv_as_linear"]
+__all__ = ["conv1x1_as_linear", "dwconv_with_identity", "foldable", "foldable_batchnorm", "foldable_patch_conv",
+           "patch_conv_as_linear", "versioned"]
 
 
 class _Entry(NamedTuple):
@@ -40,12 +41,18 @@ def foldable_batchnorm(bn: nn.Module) -> bool:
         return False
     if bn.running_mean is None or bn.running_var is None:
         return False
-    return not any(t is not None and t.is_inference() for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var))
+    return versioned(bn.weight, bn.bias, bn.running_mean, bn.running_var)
+
+
+def versioned(*tensors: Optional[torch.Tensor]) -> bool:
+    """None of `tensors` is an inference tensor (which has no version counter, so nothing derived from it
+    could tell when it changed)."""
+    return not any(t is not None and t.is_inference() for t in tensors)
 
 
 def foldable(conv: nn.Module) -> bool:
     """`conv` is a plain 1x1 conv (`projection.plain_conv1x1`) whose tensors track versions."""
-    return plain_conv1x1(conv) and not any(t is not None and t.is_inference() for t in (conv.weight, conv.bias))
+    return plain_conv1x1(conv) and versioned(conv.weight, conv.bias)
 
 
 def foldable_patch_conv(conv: nn.Module) -> bool:
@@ -55,7 +62,7 @@ def foldable_patch_conv(conv: nn.Module) -> bool:
         return False
     k = conv.kernel_size
     return (k[0] == k[1] and conv.stride == k and conv.padding == (0, 0) and conv.dilation == (1, 1)
-            and conv.groups == 1 and not any(t is not None and t.is_inference() for t in (conv.weight, conv.bias)))
+            and conv.groups == 1 and versioned(conv.weight, conv.bias))
 
 
 def _stamp(t: Optional[torch.Tensor]) -> Tuple[int, int]:
@@ -103,3 +110,16 @@ def patch_conv_as_linear(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
     """`(weight [Cout, p * p * Cin], bias [Cout])` of the Linear that computes a patchifying conv
     (kernel = stride = p, `foldable_patch_conv`) on each patch gathered as `[p (dy), p (dx), Cin]`."""
     return _derived(conv, None, lambda w, b: (w.permute(0, 2, 3, 1).reshape(conv.out_channels, -1), b))
+
+
+def dwconv_with_identity(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`(weight [C, 1, k, k], bias [C])` of the depthwise conv that computes `x + conv(x)` (UniFormer's
+    position embedding, "same" padding, odd k): `conv`'s weight with 1 added to the centre tap, so the
+    residual add is no separate pass over the map."""
+    def build(w, b):
+        c = w.shape[-1] // 2
+        w = w.clone()
+        w[:, :, c, c] += 1.0
+        return w, b
+
+    return _derived(conv, None, build)

@@ -7,6 +7,11 @@ depthwise convolutions and the attention run through `fastwin.ops`, so the fused
 them; everything else is plain PyTorch. Official state dicts load without renaming.
 
 Layout: NCHW `[B, C, H, W]` between blocks (as the official code); SABlocks work on `[B, H*W, C]`.
+
+Inference-only forms (eval, no autograd, fp32 CPU, a backend that runs the packed oneDNN GEMMs; see
+`fastwin.ops.inference`): both blocks keep channels-last maps end to end and run packed oneDNN GEMMs and
+depthwise convs directly, with BatchNorms and the position embedding's residual folded into weights
+(`fastwin.layers.folding`); SABlocks use torch's fused attention kernel.
 """
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .. import ops
+from .. import dispatch, ops
+from ..backend import onednn
 from ..ops.inference import folded_form
 from ..layers import Attention, DropPath, Mlp, folding, projection
 from ..layers.checks import features as _check_features
@@ -36,6 +43,35 @@ __all__ = ["UniFormer", "CBlock", "SABlock", "CMlp"]
 
 def _drop_path(p: float) -> nn.Module:
     return DropPath(p) if p > 0.0 else nn.Identity()
+
+
+def _plain(m: nn.Module, cls) -> bool:
+    """`m` is exactly `cls` (no subclass, nothing `swap` replaced) without hooks."""
+    return type(m) is cls and not (m._forward_hooks or m._forward_pre_hooks)
+
+
+# what the inference-only forms run, for `fastwin.dispatch.record`: the convs and GEMMs on the cpp backend's
+# packed oneDNN path, the attention as torch's own fused kernel
+_CBLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("dwconv2d", "cpp"), ("linear", "cpp"),
+               ("linear_gelu", "cpp"), ("linear", "cpp"))
+_SABLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("attention", "reference"), ("linear", "cpp"),
+                ("linear_gelu", "cpp"), ("linear", "cpp"))
+
+
+def _dwconvs_usable(x: torch.Tensor, *convs: nn.Conv2d) -> bool:
+    """The depthwise `convs` (their weights [C, 1, k, k], odd k, and biases) may run on the packed oneDNN path
+    for `x` (`onednn.usable`), their tensors track versions (for the packed / folded copies)."""
+    tensors = [t for c in convs for t in (c.weight, c.bias)]
+    return (all(c.weight.dim() == 4 and c.weight.shape[-1] % 2 == 1 for c in convs)
+            and onednn.usable(x, *tensors) and folding.versioned(*tensors))
+
+
+def _pos_embed(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """The dynamic position embedding `x + dwconv(x)` of an inference-only form, on `x` [B, C, H, W] (copied
+    to channels-last memory if it is not there): one packed oneDNN depthwise conv whose weight has the
+    identity folded into its centre tap (`folding.dwconv_with_identity`). Channels-last out."""
+    w, b = folding.dwconv_with_identity(conv)
+    return onednn.dwconv(x.contiguous(memory_format=torch.channels_last), w, b)
 
 
 def _cast(t: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -98,31 +134,33 @@ class CBlock(nn.Module):
         mlp = self.mlp
         if self.training or type(x) is not torch.Tensor:  # first: under fx, parameters are Proxies too
             return False
-        if not (type(mlp) is CMlp and type(mlp.act) is nn.GELU and not (mlp._forward_hooks or mlp._forward_pre_hooks)
-                and projection.passes_through(self.drop_path, mlp.drop)):
+        if not (_plain(mlp, CMlp) and type(mlp.act) is nn.GELU and projection.passes_through(self.drop_path, mlp.drop)):
             return False
         if not all(folding.foldable(c) for c in (self.conv1, self.conv2, mlp.fc1, mlp.fc2)):
             return False
+        pe, at = self.pos_embed, self.attn
         return (folding.foldable_batchnorm(self.norm1) and folding.foldable_batchnorm(self.norm2)
-                and folded_form(x, self.conv1.weight, self.conv1.bias))
+                and folded_form(x, self.conv1.weight, self.conv1.bias)
+                and _dwconvs_usable(x, pe, at))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
-        mlp.fc1: six ops (two depthwise convs, four GEMMs with the GELU / residual adds in their
-        epilogues), no BatchNorm pass, no layout copies between blocks.
+        mlp.fc1: two depthwise convs (the position embedding's residual folded into its weight) and four
+        GEMMs with the GELU / residual adds in their epilogues, all on packed oneDNN weights; no BatchNorm
+        pass, no layout copies between blocks, none of the dispatcher's per-op work (`_folds` asked once).
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
-        pe, at, mlp = self.pos_embed, self.attn, self.mlp
-        t = x.permute(0, 2, 3, 1)  # [B, H, W, C]; contiguous when x is channels-last
-        t = ops.dwconv2d(t, pe.weight, pe.bias, residual=True, layout="NHWC").contiguous()
+        at, mlp = self.attn, self.mlp
+        t = _pos_embed(x, self.pos_embed).permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
         w, b = folding.conv1x1_as_linear(self.conv1, self.norm1)
-        h = ops.dwconv2d(ops.linear(t, w, b), at.weight, at.bias, layout="NHWC")
+        h = onednn.dwconv(onednn.linear(t, w, b).permute(0, 3, 1, 2), at.weight, at.bias).permute(0, 2, 3, 1)
         w, b = folding.conv1x1_as_linear(self.conv2)
-        t = ops.linear(h, w, b, residual=t)
+        t = onednn.linear(h, w, b, residual=t)
         w, b = folding.conv1x1_as_linear(mlp.fc1, self.norm2)
-        h = ops.linear_gelu(t, w, b, mlp.act.approximate)
+        h = onednn.linear(t, w, b, gelu=mlp.act.approximate)
         w, b = folding.conv1x1_as_linear(mlp.fc2)
-        return ops.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
+        dispatch.note(*_CBLOCK_OPS)
+        return onednn.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
@@ -167,8 +205,49 @@ class SABlock(nn.Module):
             self.gamma_1 = nn.Parameter(layer_scale * torch.ones(dim))
             self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim))
 
+    def _folds(self, x: torch.Tensor) -> bool:
+        """The inference-only form applies (see CBlock._folds): eval mode, no layer scale, exactly this
+        block's modules without hooks, an attention not pinned to a backend, nothing dropping, a backend
+        that runs the GEMMs fast."""
+        if self.training or self.ls or type(x) is not torch.Tensor:  # first: under fx, parameters are Proxies
+            return False
+        attn, mlp = self.attn, self.mlp
+        if not (_plain(attn, Attention) and attn.backend is None and _plain(mlp, Mlp) and _plain(mlp.act, nn.GELU)
+                and all(_plain(m, nn.LayerNorm) for m in (self.norm1, self.norm2))
+                and all(_plain(m, nn.Linear) for m in (attn.qkv, attn.proj, mlp.fc1, mlp.fc2))
+                and projection.passes_through(self.drop_path, attn.attn_drop, attn.proj_drop, mlp.drop)):
+            return False
+        linears = (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
+        return (folded_form(x, attn.qkv.weight[:, :, None, None], attn.qkv.bias)
+                and onednn.usable(x, *(t for m in linears for t in (m.weight, m.bias)))
+                and folding.versioned(*(m.weight for m in linears)) and _dwconvs_usable(x, self.pos_embed))
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on channels-last tokens `[B, H*W, C]`: the position embedding as one packed depthwise
+        conv (as CBlock's), the attention as `F.scaled_dot_product_attention` (torch's fused CPU kernel,
+        2x the cpp backend's at UniFormer-S's 196 tokens, 1 thread), four packed oneDNN GEMMs with GELU /
+        residual epilogues, and no layout copy at the block's end.
+
+        [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
+        B, C, H, W = x.shape
+        pe, attn, mlp = self.pos_embed, self.attn, self.mlp
+        t = _pos_embed(x, pe).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view
+        n1, n2 = self.norm1, self.norm2
+        qkv = onednn.linear(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), attn.qkv.weight,
+                            attn.qkv.bias)
+        q, k, v = qkv.view(B, H * W, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v, scale=attn.scale).transpose(1, 2).reshape(B, H * W, C)
+        t = onednn.linear(a, attn.proj.weight, attn.proj.bias, residual=t)
+        h = onednn.linear(F.layer_norm(t, n2.normalized_shape, n2.weight, n2.bias, n2.eps), mlp.fc1.weight,
+                          mlp.fc1.bias, gelu=mlp.act.approximate)
+        t = onednn.linear(h, mlp.fc2.weight, mlp.fc2.bias, residual=t)
+        dispatch.note(*_SABLOCK_OPS)
+        return t.view(B, H, W, C).permute(0, 3, 1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
+        if self._folds(x):
+            return self._forward_folded(x)
         B, C, H, W = x.shape
         pe, n1 = self.pos_embed, self.norm1
         x, h = ops.dwconv_layernorm(x, _cast(pe.weight, x), _cast(pe.bias, x), _cast(n1.weight, x),
