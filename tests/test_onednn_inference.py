@@ -158,11 +158,7 @@ def test_model_inference_matches_reference_after_load_state_dict_and_training(na
     model = _noisy(model).eval()
     x = torch.randn(2, 3, size, size)
     ran = _model_check(model, x)
-    assert {op for op, _ in ran} >= {"linear", "linear_gelu"}
-    # UniFormer's inference-only SABlock form runs torch's fused attention kernel (2x the C++ backend's at
-    # its shapes), recorded as the reference; every GEMM and conv must take the packed path
-    torch_kernels = {"attention"} if name == "uniformer" else set()
-    assert all(b == "cpp" for op, b in ran if op not in torch_kernels), ran
+    assert {op for op, _ in ran} >= {"linear", "linear_gelu"} and all(b == "cpp" for _, b in ran), ran
     packed = [p for p in model.parameters() if _packed(p)]
     assert packed, "no weight went through the packed path"
     other, _ = _tiny(name)

@@ -50,12 +50,11 @@ def _plain(m: nn.Module, cls) -> bool:
     return type(m) is cls and not (m._forward_hooks or m._forward_pre_hooks)
 
 
-# what the inference-only forms run, for `fastwin.dispatch.record`: the convs and GEMMs on the cpp backend's
-# packed oneDNN path, the attention as torch's own fused kernel
+# what the inference-only forms run themselves, for `fastwin.dispatch.record`: the convs and GEMMs on the cpp
+# backend's packed oneDNN path (the SABlock's attention goes through the dispatcher and records itself)
 _CBLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("dwconv2d", "cpp"), ("linear", "cpp"),
                ("linear_gelu", "cpp"), ("linear", "cpp"))
-_SABLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("attention", "reference"), ("linear", "cpp"),
-                ("linear_gelu", "cpp"), ("linear", "cpp"))
+_SABLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("linear", "cpp"), ("linear_gelu", "cpp"), ("linear", "cpp"))
 
 
 def _dwconvs_usable(x: torch.Tensor, *convs: nn.Conv2d) -> bool:
@@ -224,9 +223,9 @@ class SABlock(nn.Module):
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last tokens `[B, H*W, C]`: the position embedding as one packed depthwise
-        conv (as CBlock's), the attention as `F.scaled_dot_product_attention` (torch's fused CPU kernel,
-        2x the cpp backend's at UniFormer-S's 196 tokens, 1 thread), four packed oneDNN GEMMs with GELU /
-        residual epilogues, and no layout copy at the block's end.
+        conv (as CBlock's), the attention through the dispatcher (the cpp kernel takes the [B, N, 3C]
+        GEMM output as it is, and is 1.1x torch's fused SDPA at UniFormer-S's 196 tokens, 1 thread), four
+        packed oneDNN GEMMs with GELU / residual epilogues, and no layout copy at the block's end.
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
         B, C, H, W = x.shape
@@ -235,8 +234,7 @@ class SABlock(nn.Module):
         n1, n2 = self.norm1, self.norm2
         qkv = onednn.linear(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), attn.qkv.weight,
                             attn.qkv.bias)
-        q, k, v = qkv.view(B, H * W, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        a = F.scaled_dot_product_attention(q, k, v, scale=attn.scale).transpose(1, 2).reshape(B, H * W, C)
+        a = ops.attention(qkv, attn.num_heads, attn.scale)  # [B, H*W, C]
         t = onednn.linear(a, attn.proj.weight, attn.proj.bias, residual=t)
         h = onednn.linear(F.layer_norm(t, n2.normalized_shape, n2.weight, n2.bias, n2.eps), mlp.fc1.weight,
                           mlp.fc1.bias, gelu=mlp.act.approximate)
