@@ -272,6 +272,22 @@ def _logits(q, k, scale, bias, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _key_block(q, q_base, wy, wx, offs_n, offs_m, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc,
+               pad_bias, s_pb, dd, d_ok, dense_ptr, mask_ptr, s_mi, s_mj, scale, HEAD_DIM: tl.constexpr,
+               WH: tl.constexpr, WW: tl.constexpr, MAP: tl.constexpr, PADDED: tl.constexpr, HAS_PAD: tl.constexpr,
+               DPAD: tl.constexpr, OFF64: tl.constexpr, NP: tl.constexpr, HAS_DENSE: tl.constexpr,
+               HAS_MASK: tl.constexpr, IEEE: tl.constexpr):
+    """One key block `offs_n` of a window that spans several (online softmax, dq's two passes): its k and v
+    tiles [BLOCK_N, D_PAD] and the logits [BLOCK_M, BLOCK_N] of queries `offs_m` against it."""
+    kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD, WMOD, RLIM,
+                                 CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, HEAD_DIM, WH, WW, MAP,
+                                 PADDED, HAS_PAD, DPAD, OFF64)
+    s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP, HAS_DENSE, HAS_MASK),
+                IEEE)
+    return kt, vt, s
+
+
+@triton.jit
 def _row_stats(lse, row, offs_m, N):
     """(row max m, natural units; log2 of the row's sum) saved by the forward; row = (window * heads + head) * N."""
     stat = lse + 2 * row
@@ -452,11 +468,10 @@ def _window_attention_fwd_kernel(
             acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + offs_n0
-                kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
-                                             WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
-                                             HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
-                s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
-                                                     HAS_DENSE, HAS_MASK), IEEE)
+                kt, vt, s = _key_block(q, q_base, wy, wx, offs_n, offs_m, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW,
+                                       s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, dense_ptr, mask_ptr, s_mi, s_mj,
+                                       scale, HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64, NP, HAS_DENSE,
+                                       HAS_MASK, IEEE)
                 m_new = tl.maximum(m_i, tl.max(s, 1))
                 m_use = _finite_max(m_new)  # all -inf so far: keep p = 0, not NaN
                 # 0 while m_i = -inf (nothing seen yet). tl.exp is the same exp2 of the scaled difference;
@@ -554,20 +569,18 @@ def _window_attention_bwd_dq_kernel(
             dlt = tl.zeros([BLOCK_M], tl.float32)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + offs_n0
-                kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
-                                             WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
-                                             HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
-                s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
-                                                     HAS_DENSE, HAS_MASK), IEEE)
+                kt, vt, s = _key_block(q, q_base, wy, wx, offs_n, offs_m, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW,
+                                       s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, dense_ptr, mask_ptr, s_mi, s_mj,
+                                       scale, HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64, NP, HAS_DENSE,
+                                       HAS_MASK, IEEE)
                 dlt += tl.sum(_probs(s, m_row, ll2) * _mm(do, tl.trans(vt), IEEE), 1)
             dq = tl.zeros([BLOCK_M, D_PAD], tl.float32)
             for start_n in range(0, N, BLOCK_N):
                 offs_n = start_n + offs_n0
-                kt, vt, yk, xk, k_real = _kv(q_base, wy, wx, offs_n // WW, offs_n % WW, offs_n, h, N, C, H, W, HMOD,
-                                             WMOD, RLIM, CLIM, SH, SW, s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok,
-                                             HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64)
-                s = _logits(q, kt, scale, _bias_tile(dense_ptr, mask_ptr, offs_m, offs_n, N, s_mi, s_mj, NP,
-                                                     HAS_DENSE, HAS_MASK), IEEE)
+                kt, vt, s = _key_block(q, q_base, wy, wx, offs_n, offs_m, h, N, C, H, W, HMOD, WMOD, RLIM, CLIM, SH, SW,
+                                       s_qy, s_qx, s_qc, pad_bias, s_pb, dd, d_ok, dense_ptr, mask_ptr, s_mi, s_mj,
+                                       scale, HEAD_DIM, WH, WW, MAP, PADDED, HAS_PAD, DPAD, OFF64, NP, HAS_DENSE,
+                                       HAS_MASK, IEEE)
                 p = _probs(s, m_row, ll2)
                 ds = p * (_mm(do, tl.trans(vt), IEEE) - dlt[:, None])
                 dq += _mm(ds.to(kt.dtype), kt, IEEE)
