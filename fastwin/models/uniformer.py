@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .. import dispatch, ops
-from ..backend import onednn
+from .. import ops
+from ..ops import inference
 from ..ops.inference import folded_form
 from ..layers import Attention, DropPath, Mlp, folding, projection
 from ..layers.checks import features as _check_features
@@ -59,10 +59,10 @@ _SABLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("linear", "cpp"), ("lin
 
 def _dwconvs_usable(x: torch.Tensor, *convs: nn.Conv2d) -> bool:
     """The depthwise `convs` (their weights [C, 1, k, k], odd k, and biases) may run on the packed oneDNN path
-    for `x` (`onednn.usable`), their tensors track versions (for the packed / folded copies)."""
+    for `x` (`inference.usable`), their tensors track versions (for the packed / folded copies)."""
     tensors = [t for c in convs for t in (c.weight, c.bias)]
     return (all(c.weight.dim() == 4 and c.weight.shape[-1] % 2 == 1 for c in convs)
-            and onednn.usable(x, *tensors) and folding.versioned(*tensors))
+            and inference.usable(x, *tensors) and folding.versioned(*tensors))
 
 
 def _pos_embed(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -70,7 +70,7 @@ def _pos_embed(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     to channels-last memory if it is not there): one packed oneDNN depthwise conv whose weight has the
     identity folded into its centre tap (`folding.dwconv_with_identity`). Channels-last out."""
     w, b = folding.dwconv_with_identity(conv)
-    return onednn.dwconv(x.contiguous(memory_format=torch.channels_last), w, b)
+    return inference.dwconv(x.contiguous(memory_format=torch.channels_last), w, b)
 
 
 def _cast(t: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -152,14 +152,14 @@ class CBlock(nn.Module):
         at, mlp = self.attn, self.mlp
         t = _pos_embed(x, self.pos_embed).permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
         w, b = folding.conv1x1_as_linear(self.conv1, self.norm1)
-        h = onednn.dwconv(onednn.linear(t, w, b).permute(0, 3, 1, 2), at.weight, at.bias).permute(0, 2, 3, 1)
+        h = inference.dwconv(inference.linear(t, w, b).permute(0, 3, 1, 2), at.weight, at.bias).permute(0, 2, 3, 1)
         w, b = folding.conv1x1_as_linear(self.conv2)
-        t = onednn.linear(h, w, b, residual=t)
+        t = inference.linear(h, w, b, residual=t)
         w, b = folding.conv1x1_as_linear(mlp.fc1, self.norm2)
-        h = onednn.linear(t, w, b, gelu=mlp.act.approximate)
+        h = inference.linear(t, w, b, gelu=mlp.act.approximate)
         w, b = folding.conv1x1_as_linear(mlp.fc2)
-        dispatch.note(*_CBLOCK_OPS)
-        return onednn.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
+        inference.note(*_CBLOCK_OPS)
+        return inference.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
@@ -218,7 +218,7 @@ class SABlock(nn.Module):
             return False
         linears = (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
         return (folded_form(x, attn.qkv.weight[:, :, None, None], attn.qkv.bias)
-                and onednn.usable(x, *(t for m in linears for t in (m.weight, m.bias)))
+                and inference.usable(x, *(t for m in linears for t in (m.weight, m.bias)))
                 and folding.versioned(*(m.weight for m in linears)) and _dwconvs_usable(x, self.pos_embed))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,14 +232,14 @@ class SABlock(nn.Module):
         pe, attn, mlp = self.pos_embed, self.attn, self.mlp
         t = _pos_embed(x, pe).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view
         n1, n2 = self.norm1, self.norm2
-        qkv = onednn.linear(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), attn.qkv.weight,
+        qkv = inference.linear(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), attn.qkv.weight,
                             attn.qkv.bias)
         a = ops.attention(qkv, attn.num_heads, attn.scale)  # [B, H*W, C]
-        t = onednn.linear(a, attn.proj.weight, attn.proj.bias, residual=t)
-        h = onednn.linear(F.layer_norm(t, n2.normalized_shape, n2.weight, n2.bias, n2.eps), mlp.fc1.weight,
+        t = inference.linear(a, attn.proj.weight, attn.proj.bias, residual=t)
+        h = inference.linear(F.layer_norm(t, n2.normalized_shape, n2.weight, n2.bias, n2.eps), mlp.fc1.weight,
                           mlp.fc1.bias, gelu=mlp.act.approximate)
-        t = onednn.linear(h, mlp.fc2.weight, mlp.fc2.bias, residual=t)
-        dispatch.note(*_SABLOCK_OPS)
+        t = inference.linear(h, mlp.fc2.weight, mlp.fc2.bias, residual=t)
+        inference.note(*_SABLOCK_OPS)
         return t.view(B, H, W, C).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,9 @@ and channels-last maps, which only pays on the oneDNN GEMMs of the cpp backend.
 
 It is the question "would this thread's backend run `conv1x1` for these tensors on the packed oneDNN
 path", asked before the layer commits to a form: a layer above the dispatcher cannot ask it otherwise.
+A form that then calls the packed kernels itself (UniFormer's blocks) reaches them through this module
+(`linear`, `dwconv`, `usable` of `fastwin.backend.onednn`) and says what it ran with `note`
+(`fastwin.dispatch.note`): models and layers import neither the backends nor the dispatcher.
 """
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import torch
 
 from .. import dispatch
 from ..backend import onednn
+from ..backend.onednn import dwconv, linear, usable
+from ..dispatch import note
 from . import describe
 
-__all__ = ["folded_form"]
+__all__ = ["dwconv", "folded_form", "linear", "note", "usable"]
 
 
 def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
