@@ -145,3 +145,14 @@ def test_saturated_softmax_backward_global(dtype):
     heads, d = 2, 32
     qkv = 3.0 * torch.randn(2, 20, 3 * heads * d)
     _check_rule(lambda q: ops.attention(q, heads, 0.3), [qkv], dtype)
+
+
+@pytest.mark.parametrize("shape", [(8, 2), (9, 1), (9,)], ids=["rows", "heads", "1-d"])
+def test_raw_op_refuses_a_bias_table_of_the_wrong_shape(shape):
+    """The C++ kernel gathers table rows by relative position without bounds checks (`dense_bias`), so
+    the raw `torch.ops.fastwin_C` op, which skips fastwin.ops' argument checks, must refuse a table that
+    is not [(2 wh - 1)(2 ww - 1), heads] before it reads out of bounds (the binding's shape check)."""
+    heads, d = 2, 8
+    qkv = torch.randn(1, 4, 3 * heads * d)
+    with pytest.raises(RuntimeError, match="rel_pos_bias_table must have shape \\[9, 2\\]"):
+        torch.ops.fastwin_C.window_attention_fwd(qkv, torch.randn(shape), None, heads, [2, 2], d ** -0.5)

@@ -15,7 +15,6 @@ from typing import Optional
 import torch
 
 from .. import dispatch
-from ..backend import onednn
 from ..backend.onednn import dwconv, linear, usable
 from ..dispatch import note
 from . import describe
@@ -28,11 +27,11 @@ def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     on the NCHW map `x` [B, Cin, H, W] may run its inference-only form.
 
     That is: fp32 CPU plain tensors, nothing that autograd must record, no autocast, no torch.compile /
-    export / fx / jit tracing / functorch transform (`onednn.usable`), and this thread's backend choice
+    export / fx / jit tracing / functorch transform (`usable`), and this thread's backend choice
     runs `conv1x1` on a backend other than the reference (the reference path stays the plain module
     arithmetic, what every fast path is tested against).
     """
-    if type(x) is not torch.Tensor or not onednn.usable(x, weight, bias):  # first: an fx Proxy has no dim()
+    if type(x) is not torch.Tensor or not usable(x, weight, bias):  # first: an fx Proxy has no dim()
         return False
     name, _ = dispatch.select(describe("conv1x1", x, weight, bias))
     return name != "reference"
