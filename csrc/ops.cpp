@@ -13,6 +13,8 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "cpu/activation_arena.h"
+
 TORCH_LIBRARY(fastwin_C, m) {
   // Same op names and argument order as the Triton ops (`fastwin::<op>_fwd/_bwd`, registered in
   // fastwin/backend/triton_ops.py), so one Python autograd definition serves both (fastwin/library.py).
@@ -52,4 +54,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  fastwin::bind_activation_arena(m);
 }

@@ -17,26 +17,17 @@ counter and data pointer on every call, so an in-place update (`optimizer.step()
 `weight.data = ...`) repacks on the next call; an entry dies with its weight. The cache holds one
 packed copy of every weight that has run (Swin-T: +110 MB); `clear_cache()` drops them.
 
-Opt-in, process-wide: `FASTWIN_KEEP_FREED_MEMORY=1` makes the first packed call have glibc's malloc keep
-freed activations in the process heap (`keep_freed_memory`). With glibc's defaults every activation
-above its mmap threshold (dynamic, at most 32 MB: Swin-T b8 has 38 MB maps) is a fresh mapping, and
-each of its 4 KB pages faults on first touch: 2-3 thousand page faults per Swin-T / UniFormer-S b1
-inference, 48 thousand at Swin-T b8 (~110 ms of system time; a run that faults every page is
-1.2-1.3x slower). ONNX Runtime and OpenVINO keep freed buffers in arenas of their own; this does it
-through the C allocator, which is the whole process's: its memory then stays at its high-water mark,
-so a library must not do it unasked.
+The activations themselves come from fastwin's CPU arena in its models' inference forwards
+(`fastwin.backend.cpu_arena`), not from fresh pages per tensor.
 """
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
 import weakref
 from typing import Dict, NamedTuple, Optional
 
 import torch
 
-__all__ = ["clear_cache", "conv1x1_gelu", "dwconv", "keep_freed_memory", "linear", "usable"]
+__all__ = ["clear_cache", "conv1x1_gelu", "dwconv", "linear", "usable"]
 
 _ACTIVATIONS = {None: ("none", ""), "none": ("gelu", "none"), "tanh": ("gelu", "tanh")}  # GELU form -> oneDNN attr
 
@@ -54,27 +45,6 @@ _cache: Dict[int, _Packed] = {}
 def clear_cache() -> None:
     """Drop every packed weight (they are rebuilt on the next inference call)."""
     _cache.clear()
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
-_heap_settings: list = []  # what keep_freed_memory did, once per process
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc serve allocations up to 256 MB from its heap and keep up to 1 GB of freed heap
-    memory instead of returning it to the OS, so repeated inference reuses warm pages; the process's
-    memory then stays at its high-water mark. Runs once; True if the settings were applied (Linux glibc,
-    and `FASTWIN_KEEP_FREED_MEMORY=1`: off by default, as it changes the whole process's allocator)."""
-    if not _heap_settings:
-        applied = False
-        if sys.platform.startswith("linux") and os.environ.get("FASTWIN_KEEP_FREED_MEMORY", "0") == "1":
-            try:
-                mallopt = ctypes.CDLL(None).mallopt  # glibc (musl has no mallopt: AttributeError)
-                applied = bool(mallopt(_M_MMAP_THRESHOLD, 256 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-            except (OSError, AttributeError):
-                pass
-        _heap_settings.append(applied)
-    return _heap_settings[0]
 
 
 def _available() -> bool:
@@ -127,8 +97,6 @@ def _packed(weight: torch.Tensor, pack) -> torch.Tensor:
         if entry is not None and entry.ref is ref:
             del _cache[key]
 
-    if not _heap_settings:
-        keep_freed_memory()
     packed = pack(weight.detach())
     _cache[key] = _Packed(weakref.ref(weight, forget), version, ptr, packed)
     return packed

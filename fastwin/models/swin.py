@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import ops
+from ..ops import inference
 from ..layers import PatchEmbed
 from ..layers.swin_block import PatchMerging, SwinTransformerBlock
 from ..utils import init_weights_trunc_normal, pair
@@ -243,6 +244,7 @@ class SwinTransformer(nn.Module):
     def _check_input(self, x) -> None:
         check_image(x, self.patch_embed.proj.in_channels, self)
 
+    @inference.in_arena
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -299,6 +301,7 @@ class SwinTransformer(nn.Module):
             self.norm = nn.Identity()
         return take
 
+    @inference.in_arena
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_chans, H, W] -> normalized last-stage map [B, H', W', num_features]."""
         self._check_input(x)

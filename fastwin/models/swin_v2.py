@@ -24,6 +24,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import ops
+from ..ops import inference
 from ..layers import PatchEmbed
 from ..layers.swin_v2_block import PatchMergingV2, SwinTransformerV2Block
 from ..utils import init_weights_trunc_normal, pair
@@ -231,6 +232,7 @@ class SwinTransformerV2(nn.Module):
     def _check_input(self, x) -> None:
         check_image(x, self.in_chans, self)
 
+    @inference.in_arena
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -279,6 +281,7 @@ class SwinTransformerV2(nn.Module):
             self.reset_classifier(0, "")
         return take
 
+    @inference.in_arena
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_chans, H, W] -> normalized last-stage map [B, H', W', num_features]."""
         self._check_input(x)

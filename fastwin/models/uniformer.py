@@ -483,6 +483,7 @@ class UniFormer(nn.Module):
             x = self.pos_drop(x)
         return self._run_blocks(getattr(self, f"blocks{i + 1}"), x)
 
+    @inference.in_arena
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, H, W] -> normalized final map [B, 512, H/32, W/32] (floored / ceiled by the stem)."""
         self._check_input(x)
@@ -490,6 +491,7 @@ class UniFormer(nn.Module):
             x = self._stage(i, x)
         return self.pre_logits(self.norm(x))
 
+    @inference.in_arena
     def forward_intermediates(
         self,
         x: torch.Tensor,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .. import ops
+from ..ops import inference
 from ..layers import Attention, DropPath, Mlp, PatchEmbed
 from .checkpoint import checkpoint_filter
 from .features import check_image, check_output_fmt, feature_take_indices
@@ -249,6 +250,7 @@ class VisionTransformer(nn.Module):
     def _check_input(self, x) -> None:
         check_image(x, self.in_chans, self)
 
+    @inference.in_arena
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -315,6 +317,7 @@ class VisionTransformer(nn.Module):
             self.reset_classifier(0)
         return take
 
+    @inference.in_arena
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, H, W] -> normalized tokens [B, prefix + N, D]."""
         self._check_input(x)

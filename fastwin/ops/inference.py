@@ -7,19 +7,24 @@ path", asked before the layer commits to a form: a layer above the dispatcher ca
 A form that then calls the packed kernels itself (UniFormer's blocks) reaches them through this module
 (`linear`, `dwconv`, `usable` of `fastwin.backend.onednn`) and says what it ran with `note`
 (`fastwin.dispatch.note`): models and layers import neither the backends nor the dispatcher.
+
+`in_arena` runs a model's forward in fastwin's CPU activation arena when it is an inference on CPU
+(`fastwin.backend.cpu_arena`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 
 from .. import dispatch
+from ..backend.cpu_arena import scope_for
 from ..backend.onednn import dwconv, linear, usable
 from ..dispatch import note
 from . import describe
 
-__all__ = ["dwconv", "folded_form", "linear", "note", "usable"]
+__all__ = ["dwconv", "folded_form", "in_arena", "linear", "note", "usable"]
 
 
 def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
@@ -35,3 +40,15 @@ def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         return False
     name, _ = dispatch.select(describe("conv1x1", x, weight, bias))
     return name != "reference"
+
+
+def in_arena(method):
+    """Decorator for a model's `forward_features` / `forward_intermediates(self, x, ...)`: the call runs in
+    the CPU activation arena when `x` makes it a CPU inference (`cpu_arena.scope_for`), as it is otherwise."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with scope_for(args[0] if args else kwargs.get("x")):
+            return method(self, *args, **kwargs)
+
+    return run
