@@ -1,6 +1,7 @@
 // Implementations of cpu_math.h (see there for why these exist).
 #include "cpu_math.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -306,6 +307,76 @@ __attribute__((always_inline)) inline void gelu_bwd_impl(const float* dy, const 
   }
 }
 
+// Depthwise "same" conv (stride 1, odd k) on one channels-last image, output rows [y0, y1):
+// out[y, x, c] = bias[c] (+ in[y, x, c]) + sum_{ky, kx} wt[ky * k + kx, c] * in[y + ky - r, x + kx - r, c].
+// Per 16-channel slice the k*k weight vectors stay in registers (KC = k known at compile time) and
+// four pixels accumulate at once, so the FMAs are four independent chains instead of one chain of
+// k*k dependent FMAs per pixel (4-cycle latency each).
+template <int KC>
+__attribute__((always_inline)) inline void dw_rows_k(const float* in, const float* wt, const float* bias, float* out,
+                                                     int64_t H, int64_t W, int64_t C, int k_runtime, int64_t y0,
+                                                     int64_t y1, bool residual) {
+  constexpr int XB = 4;
+  const int K = KC ? KC : k_runtime, R = K / 2;
+  const int64_t CV = C / 16 * 16;
+  const auto px = [&](int64_t y, int64_t x) { return in + (y * W + x) * C; };
+  for (int64_t y = y0; y < y1; ++y) {
+    const int ky0 = static_cast<int>(std::max<int64_t>(0, R - y)), ky1 = static_cast<int>(std::min<int64_t>(K, H + R - y));
+    for (int64_t c = 0; c < CV; c += 16) {
+      vf w[KC ? KC * KC : 1];
+      if (KC)
+        for (int t = 0; t < K * K; ++t) w[t] = loadu<vf>(wt + t * C + c);
+      const auto tap = [&](int t) { return KC ? w[t] : loadu<vf>(wt + t * C + c); };
+      const vf b = bias ? loadu<vf>(bias + c) : vf{};
+      const auto edge_pixel = [&](int64_t x) {  // any x, taps clipped to the image
+        vf acc = residual ? b + loadu<vf>(px(y, x) + c) : b;
+        for (int ky = ky0; ky < ky1; ++ky)
+          for (int kx = 0; kx < K; ++kx) {
+            const int64_t ix = x + kx - R;
+            if (ix >= 0 && ix < W) acc += tap(ky * K + kx) * loadu<vf>(px(y + ky - R, ix) + c);
+          }
+        storeu(out + (y * W + x) * C + c, acc);
+      };
+      int64_t x = 0;
+      for (; x < std::min<int64_t>(R, W); ++x) edge_pixel(x);
+      for (; x + XB + R <= W; x += XB) {  // every tap of these XB pixels is inside the row
+        vf acc[XB];
+        for (int i = 0; i < XB; ++i) acc[i] = residual ? b + loadu<vf>(px(y, x + i) + c) : b;
+        for (int ky = ky0; ky < ky1; ++ky) {
+          const float* row = px(y + ky - R, x - R) + c;
+          for (int kx = 0; kx < K; ++kx) {
+            const vf wv = tap(ky * K + kx);
+            for (int i = 0; i < XB; ++i) acc[i] += wv * loadu<vf>(row + (kx + i) * C);
+          }
+        }
+        for (int i = 0; i < XB; ++i) storeu(out + (y * W + x + i) * C + c, acc[i]);
+      }
+      for (; x < W; ++x) edge_pixel(x);
+    }
+    for (int64_t c = CV; c < C; ++c)  // channels past the last full slice
+      for (int64_t x = 0; x < W; ++x) {
+        float acc = (bias ? bias[c] : 0.f) + (residual ? px(y, x)[c] : 0.f);
+        for (int ky = ky0; ky < ky1; ++ky)
+          for (int kx = 0; kx < K; ++kx) {
+            const int64_t ix = x + kx - R;
+            if (ix >= 0 && ix < W) acc += wt[(ky * K + kx) * C + c] * px(y + ky - R, ix)[c];
+          }
+        out[(y * W + x) * C + c] = acc;
+      }
+  }
+}
+
+__attribute__((always_inline)) inline void dw_rows_impl(const float* in, const float* wt, const float* bias, float* out,
+                                                        int64_t H, int64_t W, int64_t C, int k, int64_t y0, int64_t y1,
+                                                        bool residual) {
+  switch (k) {
+    case 3: return dw_rows_k<3>(in, wt, bias, out, H, W, C, k, y0, y1, residual);
+    case 5: return dw_rows_k<5>(in, wt, bias, out, H, W, C, k, y0, y1, residual);
+    case 7: return dw_rows_k<7>(in, wt, bias, out, H, W, C, k, y0, y1, residual);
+    default: return dw_rows_k<0>(in, wt, bias, out, H, W, C, k, y0, y1, residual);
+  }
+}
+
 }  // namespace
 
 // ISA variants. Each wrapper compiles the same always_inline body for its target; FMA must be
@@ -374,6 +445,13 @@ VARIANTS(exp_f64, EX_PARAMS(double), ROW_ARGS, exp_rows_impl)
 VARIANTS(bias_gelu_f32, BG_PARAMS, BG_ARGS, bias_gelu_impl)
 VARIANTS(gelu_bwd_f32, GB_PARAMS, GB_ARGS, gelu_bwd_impl)
 
+#define DW_PARAMS                                                                                     \
+  (const float* in, const float* wt, const float* bias, float* out, int64_t H, int64_t W, int64_t C, int k, \
+   int64_t y0, int64_t y1, bool residual)
+#define DW_ARGS (in, wt, bias, out, H, W, C, k, y0, y1, residual)
+VARIANTS(dw_rows_f32, DW_PARAMS, DW_ARGS, dw_rows_impl)
+
+void dwconv_nhwc_rows DW_PARAMS { dw_rows_f32 DW_ARGS; }
 void bias_gelu_rows BG_PARAMS { bias_gelu_f32 BG_ARGS; }
 void gelu_backward GB_PARAMS { gelu_bwd_f32 GB_ARGS; }
 

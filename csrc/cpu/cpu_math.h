@@ -46,6 +46,11 @@ void exp_rows(double* S, int64_t rows, int64_t n, int64_t ld, const double* lse)
 // it receives h + bias, the pre-activation the backward needs. bias may be null. |error| <= 2e-7 |y|.
 void bias_gelu_rows(const float* h, int64_t ldh, const float* bias, float* y, int64_t ldy, float* pre, int64_t ldp,
                     int64_t rows, int64_t n, bool tanh_approx);
+// Depthwise "same" conv (stride 1, odd k) of one channels-last image in [H, W, C], output rows [y0, y1) of
+// out [H, W, C]: out = bias (+ in, when residual) + sum over taps of wt[ky * k + kx, c] * in[y + ky - k/2,
+// x + kx - k/2, c] (zero padding). wt is [k * k, C]; bias may be null.
+void dwconv_nhwc_rows(const float* in, const float* wt, const float* bias, float* out, int64_t H, int64_t W, int64_t C,
+                      int k, int64_t y0, int64_t y1, bool residual);
 // dh[j] = dy[j] * gelu'(pre[j]) for n contiguous floats.
 void gelu_backward(const float* dy, const float* pre, float* dh, int64_t n, bool tanh_approx);
 

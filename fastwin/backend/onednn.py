@@ -27,7 +27,7 @@ from typing import Dict, NamedTuple, Optional
 
 import torch
 
-__all__ = ["clear_cache", "conv1x1_gelu", "dwconv", "linear", "usable"]
+__all__ = ["clear_cache", "conv1x1_gelu", "linear", "usable"]
 
 _ACTIVATIONS = {None: ("none", ""), "none": ("gelu", "none"), "tanh": ("gelu", "tanh")}  # GELU form -> oneDNN attr
 
@@ -140,21 +140,3 @@ def conv1x1_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     x = x.contiguous()
     attr, algorithm = _ACTIVATIONS[gelu]
     return torch.ops.mkldnn._convolution_pointwise(x, w, bias, [0, 0], [1, 1], [1, 1], 1, attr, [], algorithm)
-
-
-def _pack_dwconv(w: torch.Tensor) -> torch.Tensor:
-    p = w.shape[-1] // 2
-    return torch._C._nn.mkldnn_reorder_conv2d_weight(w.contiguous().to_mkldnn(), [p, p], [1, 1], [1, 1], w.shape[0])
-
-
-def dwconv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Depthwise "same" convolution (stride 1, odd k) on channels-last `x` with a packed weight: 1.1-1.2x
-    torch's conv2d on UniFormer's channels-last maps, which reorders the weight on every call.
-
-    Args: x [B, C, H, W] in channels-last memory (usable() said yes); weight [C, 1, k, k]; bias [C] or None.
-    Returns [B, C, H, W] in channels-last memory.
-    """
-    p = weight.shape[-1] // 2
-    w = _packed(weight, _pack_dwconv)
-    return torch.ops.mkldnn._convolution_pointwise(x, w, bias, [p, p], [1, 1], [1, 1], weight.shape[0], "none", [],
-                                                   "")

@@ -10,8 +10,8 @@ Layout: NCHW `[B, C, H, W]` between blocks (as the official code); SABlocks work
 
 Inference-only forms (eval, no autograd, fp32 CPU, a backend that runs the packed oneDNN GEMMs; see
 `fastwin.ops.inference`): both blocks keep channels-last maps end to end and run packed oneDNN GEMMs and
-depthwise convs directly, with BatchNorms and the position embedding's residual folded into weights
-(`fastwin.layers.folding`); SABlocks use torch's fused attention kernel.
+the cpp backend's depthwise conv kernel directly, with BatchNorms and the position embedding's residual
+folded into weights (`fastwin.layers.folding`); SABlocks run the attention through the dispatcher.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ _SABLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("linear", "cpp"), ("lin
 
 
 def _dwconvs_usable(x: torch.Tensor, *convs: nn.Conv2d) -> bool:
-    """The depthwise `convs` (their weights [C, 1, k, k], odd k, and biases) may run on the packed oneDNN path
-    for `x` (`inference.usable`), their tensors track versions (for the packed / folded copies)."""
+    """The depthwise `convs` (their weights [C, 1, k, k], odd k, and biases) may run on the inference path for
+    `x` (`inference.usable`), their tensors track versions (for the folded copies)."""
     tensors = [t for c in convs for t in (c.weight, c.bias)]
     return (all(c.weight.dim() == 4 and c.weight.shape[-1] % 2 == 1 for c in convs)
             and inference.usable(x, *tensors) and folding.versioned(*tensors))
@@ -67,7 +67,7 @@ def _dwconvs_usable(x: torch.Tensor, *convs: nn.Conv2d) -> bool:
 
 def _pos_embed(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """The dynamic position embedding `x + dwconv(x)` of an inference-only form, on `x` [B, C, H, W] (copied
-    to channels-last memory if it is not there): one packed oneDNN depthwise conv whose weight has the
+    to channels-last memory if it is not there): one depthwise conv (the cpp kernel) whose weight has the
     identity folded into its centre tap (`folding.dwconv_with_identity`). Channels-last out."""
     w, b = folding.dwconv_with_identity(conv)
     return inference.dwconv(x.contiguous(memory_format=torch.channels_last), w, b)
@@ -145,7 +145,7 @@ class CBlock(nn.Module):
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
         mlp.fc1: two depthwise convs (the position embedding's residual folded into its weight) and four
-        GEMMs with the GELU / residual adds in their epilogues, all on packed oneDNN weights; no BatchNorm
+        GEMMs with the GELU / residual adds in their epilogues on packed oneDNN weights; no BatchNorm
         pass, no layout copies between blocks, none of the dispatcher's per-op work (`_folds` asked once).
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
@@ -222,7 +222,7 @@ class SABlock(nn.Module):
                 and folding.versioned(*(m.weight for m in linears)) and _dwconvs_usable(x, self.pos_embed))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """The block on channels-last tokens `[B, H*W, C]`: the position embedding as one packed depthwise
+        """The block on channels-last tokens `[B, H*W, C]`: the position embedding as one depthwise
         conv (as CBlock's), the attention through the dispatcher (the cpp kernel takes the [B, N, 3C]
         GEMM output as it is, and is 1.1x torch's fused SDPA at UniFormer-S's 196 tokens, 1 thread), four
         packed oneDNN GEMMs with GELU / residual epilogues, and no layout copy at the block's end.

@@ -5,7 +5,7 @@ and channels-last maps, which only pays on the oneDNN GEMMs of the cpp backend.
 It is the question "would this thread's backend run `conv1x1` for these tensors on the packed oneDNN
 path", asked before the layer commits to a form: a layer above the dispatcher cannot ask it otherwise.
 A form that then calls the packed kernels itself (UniFormer's blocks) reaches them through this module
-(`linear`, `dwconv`, `usable` of `fastwin.backend.onednn`) and says what it ran with `note`
+(`linear` and `usable` of `fastwin.backend.onednn`, the cpp backend's `dwconv`) and says what it ran with `note`
 (`fastwin.dispatch.note`): models and layers import neither the backends nor the dispatcher.
 
 `in_arena` runs a model's forward in fastwin's CPU activation arena when it is an inference on CPU
@@ -20,7 +20,8 @@ import torch
 
 from .. import dispatch
 from ..backend.cpu_arena import scope_for
-from ..backend.onednn import dwconv, linear, usable
+from ..backend.cpp_backend import dwconv_inference as dwconv
+from ..backend.onednn import linear, usable
 from ..dispatch import note
 from . import describe
 
