@@ -182,3 +182,33 @@ def test_forward_ad_and_vmap_take_the_reference():
         got = torch.func.vmap(lambda t: ops.linear(t, w, b, backend="cpp"))(x)
     assert not _packed(w)
     assert torch.allclose(got, torch.nn.functional.linear(x, w, b), atol=1e-6)
+
+
+def test_stem_conv_runs_on_a_channels_last_copy_only_in_fast_inference():
+    """`projection.patch_conv`: bit-identical to the conv; the channels-last kernel (output in channels-last
+    memory) only for a plain conv over an NCHW image of <= 4 channels in fp32 inference off the reference."""
+    from fastwin.layers import projection
+
+    torch.manual_seed(4)
+    conv = nn.Conv2d(3, 8, 4, 4)
+    x = torch.randn(2, 3, 16, 12)
+    want = conv(x)
+    with torch.no_grad():
+        got = projection.patch_conv(conv, x)
+        assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, want)
+        with fastwin.set_backend("reference"):
+            assert projection.patch_conv(conv, x).is_contiguous()
+        wide = nn.Conv2d(8, 8, 2, 2)
+        assert projection.patch_conv(wide, torch.randn(1, 8, 8, 8)).is_contiguous()
+        handle = conv.register_forward_hook(lambda m, i, o: None)
+        assert projection.patch_conv(conv, x).is_contiguous()
+        handle.remove()
+    assert projection.patch_conv(conv, x).is_contiguous()  # autograd records the conv: unchanged
+    with torch.no_grad():
+        model = fastwin.create_model("swin_tiny_patch4_window7_224", img_size=56, embed_dim=16, depths=(2, 1),
+                                     num_heads=(1, 2), window_size=7, num_classes=7).eval()
+        img = torch.randn(1, 3, 56, 56)
+        fast = model(img)
+        with fastwin.set_backend("reference"):
+            ref = model(img)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)

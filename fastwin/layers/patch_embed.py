@@ -6,7 +6,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checks
+from . import checks, projection
 
 
 def _pair(v):
@@ -46,6 +46,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x):
         checks.features(x, self, self.proj.in_channels, ("[B, C, H, W]",), channel_dim=1, label="in_chans")
-        x = self.proj(pad_to_patch(x, self.patch_size, self.pad)).permute(0, 2, 3, 1)  # [B, H', W', D]
+        x = projection.patch_conv(self.proj, pad_to_patch(x, self.patch_size, self.pad)).permute(0, 2, 3, 1)
         x = self.norm(x)
         return x.flatten(1, 2) if self.flatten else x

@@ -292,7 +292,7 @@ class PatchEmbed(nn.Module):
                 and x.is_contiguous(memory_format=torch.channels_last)):
             y = self._patch_gemm(x)
         else:
-            y = self.proj(x).permute(0, 2, 3, 1)  # [B, H', W', D]
+            y = projection.patch_conv(self.proj, x).permute(0, 2, 3, 1)  # [B, H', W', D]
         y = self.norm(y).permute(0, 3, 1, 2)  # channels-last memory
         return y if fast else y.contiguous()
 
@@ -304,7 +304,8 @@ class PatchEmbed(nn.Module):
         t = x.permute(0, 2, 3, 1)[:, : h * p, : w * p]  # [B, H, W, C]
         t = t.reshape(B, h, p, w, p, C).permute(0, 1, 3, 2, 4, 5).reshape(B, h, w, p * p * C)  # [dy, dx, C] gather
         weight, bias = folding.patch_conv_as_linear(self.proj)
-        return ops.linear(t, weight, bias)
+        inference.note(("linear", "cpp"))
+        return inference.linear(t, weight, bias)
 
 
 def _conv_bn(cin, cout):
