@@ -171,3 +171,16 @@ def test_off_switch_and_limit(env, expect):
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert all(e in last for e in expect), last
+
+
+@pytest.mark.parametrize("make,size", [(_tiny_uniformer, 64), (_tiny_swin, 56)], ids=["uniformer", "swin"])
+def test_inference_compiles_fullgraph(make, size):
+    """Under torch.compile the arena scope, the stem's channels-last copy and the folded forms all step
+    aside without a graph break (folding.versioned used to break on `is_inference`)."""
+    torch.manual_seed(5)
+    model = make()
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        eager = model(x)
+        compiled = torch.compile(model, backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

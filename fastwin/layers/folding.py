@@ -46,7 +46,10 @@ def foldable_batchnorm(bn: nn.Module) -> bool:
 
 def versioned(*tensors: Optional[torch.Tensor]) -> bool:
     """None of `tensors` is an inference tensor (which has no version counter, so nothing derived from it
-    could tell when it changed)."""
+    could tell when it changed). False under torch.compile, which cannot trace `is_inference` and never
+    runs the derived forms (so `fullgraph=True` compiles)."""
+    if torch.compiler.is_compiling():
+        return False
     return not any(t is not None and t.is_inference() for t in tensors)
 
 
