@@ -57,12 +57,14 @@ _CBLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("dwconv2d", "cpp"), ("li
 _SABLOCK_OPS = (("dwconv2d", "cpp"), ("linear", "cpp"), ("linear", "cpp"), ("linear_gelu", "cpp"), ("linear", "cpp"))
 
 
-def _dwconvs_usable(x: torch.Tensor, *convs: nn.Conv2d) -> bool:
-    """The depthwise `convs` (their weights [C, 1, k, k], odd k, and biases) may run on the inference path for
-    `x` (`inference.usable`), their tensors track versions (for the folded copies)."""
-    tensors = [t for c in convs for t in (c.weight, c.bias)]
-    return (all(c.weight.dim() == 4 and c.weight.shape[-1] % 2 == 1 for c in convs)
-            and inference.usable(x, *tensors) and folding.versioned(*tensors))
+def _odd_depthwise(*convs: nn.Conv2d) -> bool:
+    """The depthwise `convs` have weights [C, 1, k, k] of odd k (the inference path's "same" conv)."""
+    return all(c.weight.dim() == 4 and c.weight.shape[-1] % 2 == 1 for c in convs)
+
+
+def _tensors(*modules: nn.Module) -> List[Optional[torch.Tensor]]:
+    """Each module's weight and bias, in order."""
+    return [t for m in modules for t in (m.weight, m.bias)]
 
 
 def _pos_embed(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -137,10 +139,11 @@ class CBlock(nn.Module):
             return False
         if not all(folding.foldable(c) for c in (self.conv1, self.conv2, mlp.fc1, mlp.fc2)):
             return False
-        pe, at = self.pos_embed, self.attn
+        pe, at, c1 = self.pos_embed, self.attn, self.conv1
+        others = _tensors(pe, at, self.conv2, mlp.fc1, mlp.fc2)  # one usable() pass for the whole block
         return (folding.foldable_batchnorm(self.norm1) and folding.foldable_batchnorm(self.norm2)
-                and folded_form(x, self.conv1.weight, self.conv1.bias)
-                and _dwconvs_usable(x, pe, at))
+                and _odd_depthwise(pe, at) and folded_form(x, c1.weight, c1.bias, *others)
+                and folding.versioned(*others[:4]))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
@@ -216,10 +219,10 @@ class SABlock(nn.Module):
                 and all(_plain(m, nn.Linear) for m in (attn.qkv, attn.proj, mlp.fc1, mlp.fc2))
                 and projection.passes_through(self.drop_path, attn.attn_drop, attn.proj_drop, mlp.drop)):
             return False
-        linears = (attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
-        return (folded_form(x, attn.qkv.weight[:, :, None, None], attn.qkv.bias)
-                and inference.usable(x, *(t for m in linears for t in (m.weight, m.bias)))
-                and folding.versioned(*(m.weight for m in linears)) and _dwconvs_usable(x, self.pos_embed))
+        pe, qkv = self.pos_embed, attn.qkv
+        others = _tensors(pe, qkv, attn.proj, mlp.fc1, mlp.fc2)  # one usable() pass for the whole block
+        return (_odd_depthwise(pe) and folded_form(x, qkv.weight[:, :, None, None], qkv.bias, *others)
+                and folding.versioned(*others))
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The block on channels-last tokens `[B, H*W, C]`: the position embedding as one depthwise

@@ -28,16 +28,18 @@ from . import describe
 __all__ = ["dwconv", "folded_form", "in_arena", "linear", "note", "usable"]
 
 
-def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
+def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                *others: Optional[torch.Tensor]) -> bool:
     """True when a layer whose first GEMM is the 1x1 conv (`weight` [Cout, Cin, 1, 1], `bias` [Cout] or None)
-    on the NCHW map `x` [B, Cin, H, W] may run its inference-only form.
+    on the NCHW map `x` [B, Cin, H, W] may run its inference-only form, which also uses the tensors `others`
+    (checked in the same `usable` call: one pass per layer).
 
     That is: fp32 CPU plain tensors, nothing that autograd must record, no autocast, no torch.compile /
     export / fx / jit tracing / functorch transform (`usable`), and this thread's backend choice
     runs `conv1x1` on a backend other than the reference (the reference path stays the plain module
     arithmetic, what every fast path is tested against).
     """
-    if type(x) is not torch.Tensor or not usable(x, weight, bias):  # first: an fx Proxy has no dim()
+    if type(x) is not torch.Tensor or not usable(x, weight, bias, *others):  # first: an fx Proxy has no dim()
         return False
     name, _ = dispatch.select(describe("conv1x1", x, weight, bias))
     return name != "reference"
