@@ -3,7 +3,8 @@
 Runs `benchmarks/kernel_resources.py --subset ci` in a fresh process: there the kernels are JIT
 functions (not the interpreter's) and the autotune prunes see the GPU path, exactly as on a GPU.
 The subset covers the window-attention forward, dq, dkdv, dense-bias and table-gradient kernels
-(Swin-T stage 1 and Swin-B 384 stage 1, shifted, bf16; fp32 at Swin-T in map mode), global
+(Swin-T stage 1 and Swin-B 384 stage 1, shifted, bf16; fp32 at Swin-T in map mode, and fp32 dq at
+Swin-B 384, whose several key blocks take a pre-Hopper entry of the tile table), global
 attention (UniFormer-S stage 3) and the depthwise conv and conv + LayerNorm kernels. Fails on any
 compile error and on any kept config that spills on sm_90 (sm_80: more than 16 bytes).
 """

@@ -23,8 +23,9 @@ def _cfg(bm, bn, warps, stages, maxnreg=None):
 
 
 # Tile tables, per kernel and regime (storage "lp" = fp16/bf16 or "f32"; head dim padded to <= 32
-# or larger): (BLOCK_M, BLOCK_N, warps, stages, maxnreg, mode). Mode "one": the blocked axis (keys
-# in the forward and dq kernels, queries in dkdv) is a single block of NP; "multi": several blocks.
+# or larger): (BLOCK_M, BLOCK_N, warps, stages, maxnreg, mode[, gpus]). Mode "one": the blocked axis
+# (keys in the forward and dq kernels, queries in dkdv) is a single block of NP; "multi": several
+# blocks. Optional gpus "hopper" (sm_90+) or "pre-hopper": the entry is kept only there.
 # Every entry was compiled for sm_90 at the Swin / UniFormer shapes with
 # benchmarks/kernel_resources.py and kept only without spills; forward entries also use <= 128
 # registers. fp32 uses IEEE dots (FMA, operands in registers), hence its smaller tiles.
@@ -36,7 +37,10 @@ _FWD_TILES = {  # maxnreg 128: 16 resident warps per SM guaranteed, not left to 
                            (64, 64, 8, 1, 128, "multi"), (32, 32, 4, 1, 128, "multi")],
     ("f32", 32): _SMALL + [(32, 32, 4, 2, None, "one"), (64, 64, 8, 1, None, "one"), (32, 32, 4, 1, None, "multi"),
                            (32, 32, 4, 2, None, "multi")],
-    ("f32", 128): _SMALL + [(32, 64, 8, 1, None, "one"), (32, 64, 8, 2, None, "one"), (16, 64, 4, 1, None, "one"),
+    # UniFormer-S stage 4 (NP 64, one block): (32, 64, 8, 2) gave way to (16, 64, 4, 2), as triton 3.9's
+    # sm_90 build of it has a 16 B stack frame at 80 registers (3.6: none); (16, 64, 4, 2): 96 registers,
+    # no stack on sm_90 and sm_80 with both tritons. (32, 64, 8, 1) keeps that tile unpipelined.
+    ("f32", 128): _SMALL + [(32, 64, 8, 1, None, "one"), (16, 64, 4, 2, None, "one"), (16, 64, 4, 1, None, "one"),
                             (32, 64, 8, 1, None, "multi"), (32, 32, 8, 1, None, "multi"), (32, 32, 4, 1, None, "multi"),
                             (32, 64, 8, 2, None, "multi")],
 }
@@ -44,7 +48,12 @@ _DQ_TILES = {
     ("lp", 32): _SMALL + [(16, 64, 4, 1, None, "one"), (16, 64, 4, 1, None, "multi"), (64, 32, 4, 1, None, "multi")],
     ("lp", 128): _SMALL + [(32, 64, 8, 1, None, "one"), (16, 64, 4, 1, None, "one"), (32, 64, 8, 1, None, "multi"),
                            (16, 64, 4, 1, None, "multi"), (64, 32, 8, 2, None, "multi")],
-    ("f32", 32): _SMALL + [(16, 64, 4, 1, None, "one"), (32, 64, 8, 1, None, "one"), (16, 64, 4, 1, None, "multi")],
+    # Multi-block (window 12, NP 256): triton 3.9's sm_80 builds of (16, 64, 4) keep a 24-32 B stack
+    # frame at 96 registers (3.6: 108-112 registers, none; sm_90: none with either), so before Hopper
+    # it gives way to (32, 64, 8): 110-116 registers, no stack on sm_80 with both tritons (its sm_90
+    # build with 3.9 has 8 B at the shifted map).
+    ("f32", 32): _SMALL + [(16, 64, 4, 1, None, "one"), (32, 64, 8, 1, None, "one"),
+                           (16, 64, 4, 1, None, "multi", "hopper"), (32, 64, 8, 1, None, "multi", "pre-hopper")],
     ("f32", 128): _SMALL + [(16, 64, 4, 1, None, "one"), (16, 64, 4, 1, None, "multi")],
 }
 _DKDV_TILES = {
@@ -65,7 +74,7 @@ def _configs(tables):
     """Every table entry, and each capped entry also uncapped (pre-Hopper GPUs get no maxnreg)."""
     seen = {}
     for entries in tables.values():
-        for bm, bn, w, st, r, _ in entries:
+        for bm, bn, w, st, r, *_ in entries:
             for cap in {r, None}:
                 seen.setdefault((bm, bn, w, st, cap), _cfg(bm, bn, w, st, cap))
     return list(seen.values())
@@ -93,15 +102,18 @@ def _prune(configs, args, tables, axis):
     """The configs of this call's regime whose blocks fit NP; `axis` is the blocked dimension.
 
     The tables were measured on sm_90; on older GPUs (mma.sync needs more registers than wgmma) the
-    register caps are dropped, as a cap of 128 made those builds spill.
+    register caps are dropped, as a cap of 128 made those builds spill, and entries marked for the
+    other GPU family are skipped.
     """
     np_ = args["NP"]
     regime = ("lp" if args["qkv"].element_size() == 2 else "f32", 32 if args["D_PAD"] <= 32 else 128)
     arch = _target_arch()
     hopper = arch == 0 or arch >= 90
+    family = "hopper" if hopper else "pre-hopper"
     allowed = {}
-    for bm, bn, w, st, r, m in tables[regime]:
-        allowed.setdefault((bm, bn, w, st, r if hopper else None), set()).add(m)
+    for bm, bn, w, st, r, m, *gpus in tables[regime]:
+        if gpus in ([], [family]):
+            allowed.setdefault((bm, bn, w, st, r if hopper else None), set()).add(m)
 
     def mode(c):
         return "one" if c.kwargs[axis] == np_ else "multi"
