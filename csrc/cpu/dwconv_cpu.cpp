@@ -81,8 +81,8 @@ void conv_nhwc(const T* in, const T* w, const T* bias, T* out, int64_t B, int64_
   });
 }
 
-// fp32 channels-last: the register-blocked, ISA-dispatched row kernel of cpu_math (2-4x the loop above
-// and 1.2-2.7x oneDNN's depthwise conv at UniFormer-S's shapes, 1 thread).
+// fp32 channels-last: the register-blocked, ISA-dispatched row kernel of cpu_math (2-6x the loop above
+// and 1.1-2.3x oneDNN's depthwise conv at UniFormer-S's shapes, 1 thread).
 template <>
 void conv_nhwc<float>(const float* in, const float* w, const float* bias, float* out, int64_t B, int64_t C, int64_t H,
                       int64_t W, int k, bool residual) {

@@ -42,6 +42,6 @@ def supports(call) -> Optional[str]:
 def dwconv_inference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """Depthwise "same" conv (stride 1, odd k) on a channels-last `x` [B, C, H, W] through the C++ kernel,
     no autograd: for inference-only forms that checked `onednn.usable` and that this backend runs (UniFormer's
-    position embeddings and local aggregators, where its register-blocked kernel is 1.2-2.7x oneDNN's
+    position embeddings and local aggregators, where its register-blocked kernel is 1.1-2.3x oneDNN's
     depthwise conv, 1 thread). weight [C, 1, k, k]; bias [C] or None. Returns [B, C, H, W], channels-last."""
     return torch.ops.fastwin_C.dwconv2d_fwd(x, weight, bias, False, "NCHW")
