@@ -76,12 +76,8 @@ class ActivationArena final : public c10::Allocator {
     if (depth_.load(std::memory_order_relaxed) == 0 || n == 0) return fallback_->allocate(n);
     const size_t cls = class_at_least(n);
     void* p = take(cls);
-    if (p == nullptr) {
-      if (posix_memalign(&p, kAlignment, cls) != 0) p = nullptr;
-      TORCH_CHECK_WITH(OutOfMemoryError, p != nullptr, "fastwin's CPU arena: out of memory allocating ", cls, " bytes");
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++misses_;
-    }
+    if (p == nullptr && posix_memalign(&p, kAlignment, cls) != 0) p = nullptr;
+    TORCH_CHECK_WITH(OutOfMemoryError, p != nullptr, "fastwin's CPU arena: out of memory allocating ", cls, " bytes");
     c10::profiledCPUMemoryReporter().New(p, n);
     return {p, p, &give_back, c10::Device(c10::DeviceType::CPU)};
   }
@@ -159,10 +155,14 @@ class ActivationArena final : public c10::Allocator {
     size_t usable;
   };
 
+  // A kept block of class `cls`, or nullptr (a miss: the caller allocates one).
   void* take(size_t cls) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = free_.find(cls);
-    if (it == free_.end() || it->second.empty()) return nullptr;
+    if (it == free_.end() || it->second.empty()) {
+      ++misses_;
+      return nullptr;
+    }
     const Block b = it->second.back();
     it->second.pop_back();
     kept_ -= b.usable;

@@ -4,7 +4,7 @@ With glibc's defaults every large activation of a CPU inference is a fresh mappi
 first touch: ~1,600 faults per UniFormer-S forward at batch 1, ~48,000 for Swin-T at batch 8, about
 2.8 us of process CPU time each on this project's AMD EPYC VM. ONNX Runtime and OpenVINO keep freed
 buffers in arenas of their own. Inside `scope()` torch's CPU allocations come from size-class free lists
-that keep every freed block (up to `FASTWIN_CPU_ARENA_MB`, default 1024 MB of kept memory), so a
+that keep every block freed inside a scope (up to `FASTWIN_CPU_ARENA_MB`, default 1024 MB of kept memory), so a
 repeated forward reuses warm memory: measured 1.03-1.07x (UniFormer-S / Swin-T, batch 1) and 1.10x
 (Swin-T, batch 8) per forward, 1 thread, interleaved in one process.
 
@@ -53,8 +53,8 @@ def _open(module):
 
 
 def scope():
-    """Context manager: CPU allocations inside come from the arena, and blocks freed (anywhere, any time)
-    are kept for reuse. A no-op without the compiled extension, off glibc, with `FASTWIN_CPU_ARENA=0`, or
+    """Context manager: CPU allocations inside come from the arena, and blocks freed while a scope is open
+    are kept for reuse (a block freed later, such as a forward's output, is freed). A no-op without the compiled extension, off glibc, with `FASTWIN_CPU_ARENA=0`, or
     when a non-default CPU allocator is installed. Scopes nest and may be open in several threads."""
     module = _module()
     return contextlib.nullcontext() if module is None else _open(module)
