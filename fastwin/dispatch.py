@@ -263,6 +263,13 @@ def _exporting() -> bool:
     return _in_onnx_export() or torch.compiler.is_exporting()
 
 
+def selection_state() -> Tuple[str, bool, bool]:
+    """Everything besides the call that `select` (without `backend=`) depends on: this thread's choice,
+    its strictness, and whether a model is being exported. A layer that keeps the answer of `select`
+    (`fastwin.layers.inference_plan`) asks again when this changed."""
+    return get_backend(), _strict(), _exporting()
+
+
 def select(call: Call, backend: Optional[str] = None) -> Tuple[str, Callable]:
     """`(backend name, implementation)` for `call`; `backend` overrides this thread's choice."""
     if backend is None:

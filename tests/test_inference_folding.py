@@ -277,3 +277,102 @@ def test_sablock_keeps_the_module_arithmetic_where_the_form_would_change_what_ru
         got.square().sum().backward()
         assert blk.attn.qkv.weight.grad is not None
     assert torch.allclose(got.double(), _unfolded(blk.eval(), x), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ changes after the form was decided
+# Both blocks keep the answer of their checks and their packed weights between calls
+# (fastwin/layers/inference_plan.py): every change below comes after a first inference call decided on
+# the fast form, and the next call must see it.
+
+
+def _cblock_change(why):
+    """A block that took the folded form once, then `why` happened: (block, x, next output, its ops, hook log)."""
+    blk = _block(21)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad(), fastwin.set_backend("cpp", strict=True), fastwin.dispatch.record() as first:
+        blk(x)
+    assert any(op == "linear" for op, _ in first), "the first call did not take the folded form"
+    seen, mode, backend = [], torch.no_grad, "cpp"
+    if why == "hook":
+        blk.norm1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    elif why == "forward pre-hook":
+        blk.mlp.fc1.register_forward_pre_hook(lambda m, i: seen.append(i[0].shape))
+    elif why == "reference backend":
+        backend = "reference"
+    elif why == "train-mode BatchNorm":
+        blk.norm2.train()
+    elif why == "replaced activation":
+        blk.mlp.act = nn.ReLU()
+    elif why == "replaced conv":
+        blk.conv2 = nn.Conv2d(16, 16, 1)
+    elif why == "requires grad":
+        for p in blk.parameters():
+            p.requires_grad_(False)
+        blk.conv2.weight.requires_grad_(True)
+        mode = torch.enable_grad
+    elif why == "inference-mode weight":
+        with torch.inference_mode():
+            blk.mlp.fc2.weight = nn.Parameter(torch.randn(16, 32, 1, 1))  # no version counter
+    with mode(), fastwin.set_backend(backend), fastwin.dispatch.record() as ran:
+        got = blk(x)
+    return blk, x, got, ran, seen
+
+
+@pytest.mark.parametrize("why", ["hook", "forward pre-hook", "reference backend", "train-mode BatchNorm",
+                                 "replaced activation", "replaced conv", "requires grad", "inference-mode weight"])
+def test_cblock_sees_changes_made_after_the_folded_form_was_chosen(why):
+    blk, x, got, ran, seen = _cblock_change(why)
+    folded = any(op == "linear" for op, _ in ran)
+    assert folded == (why == "replaced conv"), f"after {why}: {ran}"  # a new plain conv folds (its own weights)
+    if why in ("hook", "forward pre-hook"):
+        assert len(seen) == 1
+    if why == "requires grad":
+        got.square().sum().backward()
+        assert blk.conv2.weight.grad is not None
+    exact = _unfolded(blk, x)
+    assert torch.allclose(got.detach().double(), exact, rtol=1e-4, atol=1e-4)
+
+
+def test_cblock_repacks_after_the_packed_weight_cache_is_cleared_and_follows_a_new_dtype():
+    from fastwin.backend import onednn
+
+    blk = _block(22)
+    x = torch.randn(2, 16, 8, 8)
+    got = _check(blk, x)
+    onednn.clear_cache()
+    assert torch.equal(_check(blk, x), got)
+    assert len(onednn._cache) > 0, "the block did not repack after clear_cache()"
+    with torch.no_grad(), fastwin.set_backend("cpp"), fastwin.dispatch.record() as ran:
+        got64 = blk.double()(x.double())  # float64 parameters (`.data` swapped in place) and input
+    assert not any(op == "linear" for op, _ in ran)
+    assert torch.allclose(got.double(), got64, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("why", ["hook", "pinned attention", "replaced activation", "requires grad", "layer norm eps"])
+def test_sablock_sees_changes_made_after_the_inference_form_was_chosen(why):
+    blk = _sablock(23)
+    x = torch.randn(2, 32, 4, 4)
+    assert _sablock_form_ran(blk, x)
+    seen, mode = [], torch.no_grad
+    if why == "hook":
+        blk.attn.proj.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    elif why == "pinned attention":
+        blk.attn.backend = "reference"
+    elif why == "replaced activation":
+        blk.mlp.act = nn.SiLU()
+    elif why == "requires grad":
+        for p in blk.parameters():
+            p.requires_grad_(False)
+        blk.mlp.fc1.bias.requires_grad_(True)
+        mode = torch.enable_grad
+    elif why == "layer norm eps":
+        blk.norm2.eps = 0.5  # read on every call: the form still runs, with the new eps
+    with mode(), fastwin.set_backend("cpp"), fastwin.dispatch.record() as ran:
+        got = blk(x)
+    assert _form_ran(ran) == (why == "layer norm eps"), ran
+    if why == "hook":
+        assert seen == [(2, 16, 32)]
+    if why == "requires grad":
+        got.square().sum().backward()
+        assert blk.mlp.fc1.bias.grad is not None
+    assert torch.allclose(got.detach().double(), _unfolded(blk, x), rtol=1e-4, atol=1e-4)

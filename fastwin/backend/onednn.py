@@ -27,7 +27,8 @@ from typing import Dict, NamedTuple, Optional
 
 import torch
 
-__all__ = ["clear_cache", "conv1x1_gelu", "linear", "usable"]
+__all__ = ["clear_cache", "conv1x1_gelu", "generation", "linear", "linear_packed", "pack_linear", "tracing_or_transformed",
+           "usable"]
 
 _ACTIVATIONS = {None: ("none", ""), "none": ("gelu", "none"), "tanh": ("gelu", "tanh")}  # GELU form -> oneDNN attr
 
@@ -40,11 +41,19 @@ class _Packed(NamedTuple):
 
 
 _cache: Dict[int, _Packed] = {}
+_generation = [0]  # bumped by clear_cache: layers that keep packed weights themselves drop theirs
 
 
 def clear_cache() -> None:
     """Drop every packed weight (they are rebuilt on the next inference call)."""
     _cache.clear()
+    _generation[0] += 1
+
+
+def generation() -> int:
+    """How many times `clear_cache` ran: a layer holding packed weights (`fastwin.layers.inference_plan`)
+    rebuilds them when this changed."""
+    return _generation[0]
 
 
 def _available() -> bool:
@@ -53,10 +62,11 @@ def _available() -> bool:
 
 def _plain(t: Optional[torch.Tensor]) -> bool:
     return t is None or (type(t) in (torch.Tensor, torch.nn.Parameter) and t.dtype == torch.float32
-                         and t.device.type == "cpu" and t.layout == torch.strided)
+                         and t.is_cpu and t.layout == torch.strided)
 
 
-def _tracing_or_transformed() -> bool:
+def tracing_or_transformed() -> bool:
+    """jit or fx tracing, a forward-AD level, or a functorch transform (vmap / grad / jvp) is active."""
     # the private queries are read defensively: on a torch without them the answer is "maybe", so no
     if torch.jit.is_tracing() or getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", lambda: True)():
         return True
@@ -82,7 +92,7 @@ def usable(x: torch.Tensor, weight: torch.Tensor, *others: Optional[torch.Tensor
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False
-    return not _tracing_or_transformed()
+    return not tracing_or_transformed()
 
 
 def _packed(weight: torch.Tensor, pack) -> torch.Tensor:
@@ -110,6 +120,26 @@ def _pack_conv1x1(w: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.mkldnn_reorder_conv2d_weight(w.contiguous().to_mkldnn(), [0, 0], [1, 1], [1, 1], 1)
 
 
+def pack_linear(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` [N, K] in oneDNN's blocked layout for `linear_packed` (cached, see the module docstring)."""
+    return _packed(weight, _pack_linear)
+
+
+# the overloads themselves: OpOverloadPacket.__call__ is ~1 us of Python per call (74 calls per UniFormer-S forward)
+_linear_pointwise = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
+_linear_add = torch.ops.mkldnn._linear_pointwise.binary if torch.backends.mkldnn.is_available() else None
+
+
+def linear_packed(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor], gelu: Optional[str] = None,
+                  residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`linear` on a weight that `pack_linear` packed (a caller that keeps it checks its sources itself)."""
+    x = x.contiguous()
+    if residual is not None:
+        return _linear_add(x, residual.contiguous(), packed, bias, "add")
+    attr, algorithm = _ACTIVATIONS[gelu]
+    return _linear_pointwise(x, packed, bias, attr, [], algorithm)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: Optional[str] = None,
            residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """`[residual +] act(x @ weight^T + bias)` with a packed weight; act is GELU of form `gelu` or none.
@@ -117,12 +147,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
     Args: x [..., K] (usable() said yes); weight [N, K]; bias [N] or None; gelu None, "none" or
     "tanh"; residual [..., N] or None (not with `gelu`). Returns [..., N].
     """
-    w = _packed(weight, _pack_linear)
-    x = x.contiguous()
-    if residual is not None:
-        return torch.ops.mkldnn._linear_pointwise.binary(x, residual.contiguous(), w, bias, "add")
-    attr, algorithm = _ACTIVATIONS[gelu]
-    return torch.ops.mkldnn._linear_pointwise(x, w, bias, attr, [], algorithm)
+    return linear_packed(x, pack_linear(weight), bias, gelu, residual)
 
 
 def conv1x1_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: str) -> torch.Tensor:

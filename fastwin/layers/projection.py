@@ -13,7 +13,7 @@ from .. import ops
 from ..ops.inference import folded_form
 from .drop import DropPath
 
-__all__ = ["add_into", "conv1x1", "linear", "passes_through", "patch_conv", "plain_conv1x1"]
+__all__ = ["add_into", "conv1x1", "conv_geometry", "linear", "passes_through", "patch_conv", "plain_conv1x1"]
 
 # oneDNN's NCHW kernel for a patchifying conv over an image of a few channels is the slow one: Swin-T's
 # 3 -> 96, k = s = 4 stem took 2.15 ms at b1 and 17.3 ms at b8 (1 thread), on a channels-last copy of the
@@ -26,10 +26,17 @@ def _plain(m: nn.Module, cls) -> bool:
     return type(m) is cls and not (m._forward_hooks or m._forward_pre_hooks)
 
 
+def conv_geometry(m: nn.Conv2d) -> tuple:
+    """`(kernel_size, stride, padding, dilation, groups, padding_mode)` of a conv."""
+    return m.kernel_size, m.stride, m.padding, m.dilation, m.groups, m.padding_mode
+
+
+_CONV1X1 = ((1, 1), (1, 1), (0, 0), (1, 1), 1, "zeros")
+
+
 def plain_conv1x1(m: nn.Module) -> bool:
     """`m` is exactly an nn.Conv2d without hooks computing a 1x1, stride-1, unpadded, ungrouped conv."""
-    return (_plain(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)
-            and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
+    return _plain(m, nn.Conv2d) and conv_geometry(m) == _CONV1X1
 
 
 def patch_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import ops
 from ..ops import inference
 from ..ops.inference import folded_form
-from ..layers import Attention, DropPath, Mlp, folding, projection
+from ..layers import Attention, DropPath, Mlp, folding, inference_plan, projection
 from ..layers.checks import features as _check_features
 from ..utils import init_weights_trunc_normal
 from .checkpoint import checkpoint_filter
@@ -67,12 +67,20 @@ def _tensors(*modules: nn.Module) -> List[Optional[torch.Tensor]]:
     return [t for m in modules for t in (m.weight, m.bias)]
 
 
-def _pos_embed(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+def _pos_embed(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """The dynamic position embedding `x + dwconv(x)` of an inference-only form, on `x` [B, C, H, W] (copied
-    to channels-last memory if it is not there): one depthwise conv (the cpp kernel) whose weight has the
-    identity folded into its centre tap (`folding.dwconv_with_identity`). Channels-last out."""
-    w, b = folding.dwconv_with_identity(conv)
-    return inference.dwconv(x.contiguous(memory_format=torch.channels_last), w, b)
+    to channels-last memory if it is not there): one depthwise conv (the cpp kernel) with the identity
+    folded into its centre tap (`weight`, `bias` from `folding.dwconv_with_identity`). Channels-last out."""
+    return inference.dwconv(x.contiguous(memory_format=torch.channels_last), weight, bias)
+
+
+def _packed_linear(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    return inference.pack_linear(weight), bias
+
+
+def _drop_rate(m: nn.Module):
+    """What `projection.passes_through` reads of a dropout / drop path besides its type and training flag."""
+    return m.__dict__.get("p", m.__dict__.get("drop_prob"))
 
 
 def _cast(t: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -145,29 +153,61 @@ class CBlock(nn.Module):
                 and _odd_depthwise(pe, at) and folded_form(x, c1.weight, c1.bias, *others)
                 and folding.versioned(*others[:4]))
 
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+    def _prepared(self, x: torch.Tensor):
+        """What the inference-only form runs with, for `x`: the position embedding's depthwise weights with
+        the identity folded in, norm1 + conv1 and norm2 + mlp.fc1 folded and packed, the aggregator's
+        weights, conv2 and mlp.fc2 packed, the GELU form; or None when `_folds` says the module arithmetic
+        must run. Kept between calls until something `_folds` or the weights read changed
+        (`inference_plan.cached`)."""
+        if torch.compiler.is_compiling() or self.training or type(x) is not torch.Tensor:
+            return None  # torch.compile traces the module arithmetic; under fx, parameters are Proxies
+        mods = self._modules
+        mlp = mods["mlp"]
+        if type(mlp) is not CMlp:
+            return None
+        sub = mlp._modules
+        pe, n1, c1, c2, at, n2 = (mods[k] for k in ("pos_embed", "norm1", "conv1", "conv2", "attn", "norm2"))
+        fc1, act, fc2 = sub["fc1"], sub["act"], sub["fc2"]
+        convs, norms = (pe, c1, at, c2, fc1, fc2), (n1, n2)
+        if not (all(type(c) is nn.Conv2d for c in convs) and all(type(n) is nn.BatchNorm2d for n in norms)
+                and type(act) is nn.GELU):
+            return None  # `_folds` says no: nothing worth keeping
+        drops = (mods["drop_path"], sub["drop"])
+        tensors = [inference_plan.tensor(m, k) for m in convs for k in ("weight", "bias")]
+        tensors += [inference_plan.tensor(n, k) for n in norms for k in ("weight", "bias", "running_mean", "running_var")]
+        extra = (n1.eps, n2.eps, act.approximate, tuple(_drop_rate(d) for d in drops),
+                 tuple(projection.conv_geometry(c) for c in convs))
+
+        def build():
+            if not self._folds(x):
+                return None
+            return (folding.dwconv_with_identity(pe), _packed_linear(*folding.conv1x1_as_linear(c1, n1)),
+                    (at.weight, at.bias), _packed_linear(*folding.conv1x1_as_linear(c2)),
+                    _packed_linear(*folding.conv1x1_as_linear(fc1, n2)), _packed_linear(*folding.conv1x1_as_linear(fc2)),
+                    act.approximate)
+
+        return inference_plan.cached(self, x, convs + norms + (mlp, act) + drops, tensors, extra, build)
+
+    def _forward_folded(self, x: torch.Tensor, prepared) -> torch.Tensor:
         """The block on channels-last pixels `[B, H, W, C]` with norm1 folded into conv1 and norm2 into
         mlp.fc1: two depthwise convs (the position embedding's residual folded into its weight) and four
         GEMMs with the GELU / residual adds in their epilogues on packed oneDNN weights; no BatchNorm
-        pass, no layout copies between blocks, none of the dispatcher's per-op work (`_folds` asked once).
+        pass, no layout copies between blocks, none of the dispatcher's per-op work (`_prepared`).
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
-        at, mlp = self.attn, self.mlp
-        t = _pos_embed(x, self.pos_embed).permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
-        w, b = folding.conv1x1_as_linear(self.conv1, self.norm1)
-        h = inference.dwconv(inference.linear(t, w, b).permute(0, 3, 1, 2), at.weight, at.bias).permute(0, 2, 3, 1)
-        w, b = folding.conv1x1_as_linear(self.conv2)
-        t = inference.linear(h, w, b, residual=t)
-        w, b = folding.conv1x1_as_linear(mlp.fc1, self.norm2)
-        h = inference.linear(t, w, b, gelu=mlp.act.approximate)
-        w, b = folding.conv1x1_as_linear(mlp.fc2)
+        pos, (w1, b1), (aw, ab), (w2, b2), (w3, b3), (w4, b4), gelu = prepared
+        t = _pos_embed(x, *pos).permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
+        h = inference.dwconv(inference.linear_packed(t, w1, b1).permute(0, 3, 1, 2), aw, ab).permute(0, 2, 3, 1)
+        t = inference.linear_packed(h, w2, b2, residual=t)
+        h = inference.linear_packed(t, w3, b3, gelu=gelu)
         inference.note(*_CBLOCK_OPS)
-        return inference.linear(h, w, b, residual=t).permute(0, 3, 1, 2)
+        return inference.linear_packed(h, w4, b4, residual=t).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
-        if self._folds(x):
-            return self._forward_folded(x)
+        prepared = self._prepared(x)
+        if prepared is not None:
+            return self._forward_folded(x, prepared)
         pe, at = self.pos_embed, self.attn
         x = ops.dwconv2d(x, _cast(pe.weight, x), _cast(pe.bias, x), residual=True)
         h = projection.conv1x1(self.conv1, self.norm1(x))
@@ -224,7 +264,35 @@ class SABlock(nn.Module):
         return (_odd_depthwise(pe) and folded_form(x, qkv.weight[:, :, None, None], qkv.bias, *others)
                 and folding.versioned(*others))
 
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+    def _prepared(self, x: torch.Tensor):
+        """What the inference-only form runs with, for `x`: the position embedding's depthwise weights with
+        the identity folded in and the four GEMMs' packed weights; or None when `_folds` says the module
+        arithmetic must run. Kept between calls until something `_folds` or the weights read changed
+        (`inference_plan.cached`, as CBlock's)."""
+        if torch.compiler.is_compiling() or self.training or self.ls or type(x) is not torch.Tensor:
+            return None  # torch.compile traces the module arithmetic; under fx, parameters are Proxies
+        mods = self._modules
+        pe, n1, attn, n2, mlp = (mods[k] for k in ("pos_embed", "norm1", "attn", "norm2", "mlp"))
+        if not (type(attn) is Attention and type(mlp) is Mlp and type(pe) is nn.Conv2d):
+            return None  # `_folds` says no: nothing worth keeping
+        at, sub = attn._modules, mlp._modules
+        linears = (at["qkv"], at["proj"], sub["fc1"], sub["fc2"])
+        if not (all(type(m) is nn.Linear for m in linears) and all(type(n) is nn.LayerNorm for n in (n1, n2))):
+            return None
+        drops = (mods["drop_path"], at["attn_drop"], at["proj_drop"], sub["drop"])
+        tensors = [inference_plan.tensor(m, k) for m in (pe,) + linears for k in ("weight", "bias")]
+        extra = (attn.backend, sub["act"].__dict__.get("approximate"), tuple(_drop_rate(d) for d in drops),
+                 projection.conv_geometry(pe))
+
+        def build():
+            if not self._folds(x):
+                return None
+            return (folding.dwconv_with_identity(pe),) + tuple(_packed_linear(m.weight, m.bias) for m in linears)
+
+        return inference_plan.cached(self, x, (pe, n1, attn, n2, mlp, sub["act"]) + linears + drops, tensors, extra,
+                                     build)
+
+    def _forward_folded(self, x: torch.Tensor, prepared) -> torch.Tensor:
         """The block on channels-last tokens `[B, H*W, C]`: the position embedding as one depthwise
         conv (as CBlock's), the attention through the dispatcher (the cpp kernel takes the [B, N, 3C]
         GEMM output as it is, and is 1.1x torch's fused SDPA at UniFormer-S's 196 tokens, 1 thread), four
@@ -232,23 +300,23 @@ class SABlock(nn.Module):
 
         [B, C, H, W] (any memory format) -> [B, C, H, W] in channels-last memory."""
         B, C, H, W = x.shape
-        pe, attn, mlp = self.pos_embed, self.attn, self.mlp
-        t = _pos_embed(x, pe).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view
-        n1, n2 = self.norm1, self.norm2
-        qkv = inference.linear(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), attn.qkv.weight,
-                            attn.qkv.bias)
+        attn, mlp, n1, n2 = self.attn, self.mlp, self.norm1, self.norm2
+        pos, (wq, bq), (wp, bp), (w1, b1), (w2, b2) = prepared
+        t = _pos_embed(x, *pos).permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view
+        qkv = inference.linear_packed(F.layer_norm(t, n1.normalized_shape, n1.weight, n1.bias, n1.eps), wq, bq)
         a = ops.attention(qkv, attn.num_heads, attn.scale)  # [B, H*W, C]
-        t = inference.linear(a, attn.proj.weight, attn.proj.bias, residual=t)
-        h = inference.linear(F.layer_norm(t, n2.normalized_shape, n2.weight, n2.bias, n2.eps), mlp.fc1.weight,
-                          mlp.fc1.bias, gelu=mlp.act.approximate)
-        t = inference.linear(h, mlp.fc2.weight, mlp.fc2.bias, residual=t)
+        t = inference.linear_packed(a, wp, bp, residual=t)
+        h = inference.linear_packed(F.layer_norm(t, n2.normalized_shape, n2.weight, n2.bias, n2.eps), w1, b1,
+                                    gelu=mlp.act.approximate)
+        t = inference.linear_packed(h, w2, b2, residual=t)
         inference.note(*_SABLOCK_OPS)
         return t.view(B, H, W, C).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self, self.pos_embed.in_channels, ("[B, C, H, W]",), channel_dim=1)
-        if self._folds(x):
-            return self._forward_folded(x)
+        prepared = self._prepared(x)
+        if prepared is not None:
+            return self._forward_folded(x, prepared)
         B, C, H, W = x.shape
         pe, n1 = self.pos_embed, self.norm1
         x, h = ops.dwconv_layernorm(x, _cast(pe.weight, x), _cast(pe.bias, x), _cast(n1.weight, x),

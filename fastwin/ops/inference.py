@@ -21,11 +21,13 @@ import torch
 from .. import dispatch
 from ..backend.cpu_arena import scope_for
 from ..backend.cpp_backend import dwconv_inference as dwconv
-from ..backend.onednn import linear, usable
+from ..backend import onednn
+from ..backend.onednn import linear, linear_packed, pack_linear, usable
 from ..dispatch import note
 from . import describe
 
-__all__ = ["dwconv", "folded_form", "in_arena", "linear", "note", "usable"]
+__all__ = ["call_state", "dwconv", "folded_form", "in_arena", "linear", "linear_packed", "note", "pack_linear",
+           "usable"]
 
 
 def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -43,6 +45,19 @@ def folded_form(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         return False
     name, _ = dispatch.select(describe("conv1x1", x, weight, bias))
     return name != "reference"
+
+
+def call_state(x: torch.Tensor) -> Optional[tuple]:
+    """Everything outside a layer that `folded_form` / `usable` and the packed weights depend on, for an
+    input `x` that `folded_form` accepts or refuses: its dtype, device, layout, rank, emptiness and
+    requires_grad; grad mode, autocast, oneDNN's switch, tracing / functorch / forward AD, the thread's
+    backend choice and export (`dispatch.selection_state`), the packed-weight cache's generation. None
+    under torch.compile, which traces the checks themselves (a layer keeps no answer there)."""
+    if torch.compiler.is_compiling():
+        return None
+    return (x.dtype, x.device, x.layout, x.dim(), x.numel() == 0, x.requires_grad, torch.is_grad_enabled(),
+            torch.is_autocast_enabled("cpu"), torch.backends.mkldnn.enabled, onednn.tracing_or_transformed(),
+            dispatch.selection_state(), onednn.generation())
 
 
 def in_arena(method):
