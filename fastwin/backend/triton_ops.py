@@ -8,7 +8,8 @@ the launcher. Under TRITON_INTERPRET=1 (CPU tests) nothing needs tracing and `wr
 used at all (torch <= 2.12 rejects interpreted kernels; newer torch hands them back unwrapped, and
 they cannot run on fake tensors); there the ops are opaque `custom_op`s whose fake is the launcher
 itself, which skips its launches on fake tensors (`kernels.triton.launch.run`), so fake and real output
-metadata cannot diverge.
+metadata cannot diverge, and the interpreter's `tl.dot` sums in the GPU's order
+(`kernels.triton.interpreter_dot`), so a product computed in two kernels' tiles rounds the same in both.
 
 Importing this module registers the ops; `fastwin.backend` does that at `import fastwin` when triton
 is importable and a GPU (or the interpreter) can run it.
@@ -20,9 +21,11 @@ from typing import Callable
 import torch
 
 from ..contract import FUSED
-from ..kernels.triton import dwconv, dwconv_layernorm, interpreting, window_attention_launchers
+from ..kernels.triton import dwconv, dwconv_layernorm, interpreter_dot, interpreting, window_attention_launchers
 
 NAMESPACE = "fastwin"
+if interpreting():
+    interpreter_dot.install()
 LAUNCHERS = (window_attention_launchers, dwconv, dwconv_layernorm)  # where `<op>_<fwd|bwd>_triton` live
 
 
