@@ -156,3 +156,39 @@ def test_raw_op_refuses_a_bias_table_of_the_wrong_shape(shape):
     qkv = torch.randn(1, 4, 3 * heads * d)
     with pytest.raises(RuntimeError, match="rel_pos_bias_table must have shape \\[9, 2\\]"):
         torch.ops.fastwin_C.window_attention_fwd(qkv, torch.randn(shape), None, heads, [2, 2], d ** -0.5)
+
+
+def test_scratch_kept_between_calls_carries_nothing_over():
+    """The kernels keep each thread's scratch for the next call of the same sizes (csrc/cpu/attention_cpu.cpp):
+    a NaN call, then calls of the same padded size (196 and 193 tokens both pad to 208) and the same sizes
+    again must each match the reference, forward and backward, with no NaN or stale token carried over."""
+    heads = 2
+    calls = [(196, True), (196, False), (193, False), (196, False)]
+    for n, with_nan in calls:
+        qkv = torch.randn(1, n, 3 * heads * 16)
+        if with_nan:
+            qkv[0, 5, 7] = float("nan")
+        grad = torch.randn(1, n, heads * 16)
+        got, want = [], []
+        for backend, out in (("cpp", got), ("reference", want)):
+            leaf = qkv.clone().requires_grad_()
+            with fastwin.set_backend(backend):
+                y = ops.attention(leaf, heads)
+            y.backward(grad)
+            out += [y.detach(), leaf.grad]
+        for g, w in zip(got, want):
+            assert torch.equal(g.isnan(), w.isnan()), (n, with_nan)
+            assert torch.allclose(g.nan_to_num(), w.nan_to_num(), rtol=1e-4, atol=1e-5), (n, with_nan)
+
+
+def test_scratch_kept_between_calls_reloads_the_token_table():
+    """Two shifted-window calls of the same window (same scratch sizes) on maps of other shapes: the second
+    must locate its own tokens (shift regions, padding), not reuse the first call's table."""
+    heads, window = 2, (4, 4)
+    for h, w in ((8, 8), (6, 10), (9, 7), (8, 8)):
+        qkv, bias = torch.randn(1, h, w, 3 * heads * 8), torch.randn(3 * heads * 8)
+        outs = []
+        for backend in ("cpp", "reference"):
+            with torch.no_grad(), fastwin.set_backend(backend):
+                outs.append(ops.shifted_window_attention(qkv, heads, window, (2, 2), qkv_bias=bias))
+        assert torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5), (h, w)

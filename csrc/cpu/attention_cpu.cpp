@@ -15,6 +15,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <memory>
 #include <vector>
 
 #include "../common/attn_args.h"
@@ -89,6 +91,25 @@ struct Scratch {
     }
   }
 };
+
+// This thread's scratch for a call with these sizes, kept for the next call with the same ones. A fresh
+// one per call was ~0.5 MB of zeroed vectors at UniFormer-S's 196 tokens: each call re-faulted or at least
+// re-zeroed cold memory, and the attention took 4.6 ms per forward in the model against 3.3 ms alone.
+// Reuse keeps the invariant the buffers rely on: with the same N, Np, d, dp and BM every call writes the
+// same entries (rows < N of Q/K/V, columns < N of Kt), so the padding is still the zeros of the first one.
+template <typename acc_t>
+Scratch<acc_t>& thread_scratch(int64_t Np, int64_t dp, int64_t BM, int64_t d, int64_t N, bool bwd) {
+  thread_local std::unique_ptr<Scratch<acc_t>> kept;
+  thread_local std::array<int64_t, 6> sizes{};
+  const std::array<int64_t, 6> want{Np, dp, BM, d, N, int64_t(bwd)};
+  if (!kept || sizes != want) {
+    kept.reset();  // first: never two at once
+    kept = std::make_unique<Scratch<acc_t>>(Np, dp, BM, d, bwd);
+    sizes = want;
+  }
+  kept->tokens_of = -1;  // the token table belongs to the last call's qkv
+  return *kept;
+}
 
 // Locate the tokens of group g and load head h's q (pre-scaled), k, v and k^T (and v^T, which
 // only the backward pass uses).
@@ -307,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor> CpuKernels::attn_forward(const AttnParams& p,
     acc_t* l = lse.data_ptr<acc_t>();
     at::parallel_for(0, p.groups * p.heads, 1, [&](int64_t begin, int64_t end) {
       DenormalsAreZero daz;
-      Scratch<acc_t> s(c.Np, c.dp, c.BM, p.d, false);
+      Scratch<acc_t>& s = thread_scratch<acc_t>(c.Np, c.dp, c.BM, p.d, p.N, false);
       for (int64_t u = begin; u < end; ++u) forward_unit(c, s, u, o, l);
     });
   });
@@ -345,7 +366,7 @@ std::vector<at::Tensor> CpuKernels::attn_backward(const AttnParams& p, const at:
     std::vector<Partial<acc_t>> parts(chunks);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       DenormalsAreZero daz;
-      Scratch<acc_t> s(c.Np, c.dp, c.BM, p.d, true);
+      Scratch<acc_t>& s = thread_scratch<acc_t>(c.Np, c.dp, c.BM, p.d, p.N, true);
       for (int64_t ci = c0; ci < c1; ++ci) {
         Partial<acc_t>& part = parts[ci];
         if (want_bias) part.dbias.assign(p.heads * N * N, 0);
