@@ -37,3 +37,14 @@ def test_a_product_rounds_the_same_in_every_tiling():
         assert torch.equal(_product(a, b, bm, bn), whole), (bm, bn)
     exact = a.double() @ b.double().T  # and it is an fp32 product: within K roundings of the exact one
     assert (whole.double() - exact).abs().max() <= 16 * 2**-24 * (a.double().abs() @ b.double().abs().T).max()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_operands_give_their_exact_values_product(dtype):
+    """bf16 operands reach the interpreter as raw uint16 bits: the dot must read them as the numbers
+    they are (it returned garbage before), fp16 likewise, both accumulated in fp32."""
+    a, b = (torch.randn(32, 16) * 2).to(dtype), (torch.randn(32, 16) * 2).to(dtype)
+    got = _product(a, b, 32, 16)
+    exact = a.double() @ b.double().T
+    assert (got.double() - exact).abs().max() <= 16 * 2**-24 * (a.double().abs() @ b.double().abs().T).max()
+    assert torch.equal(got, _product(a, b, 16, 32))

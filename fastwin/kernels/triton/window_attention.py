@@ -71,6 +71,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import interpreter_dot
 from .autotune import autotune
 from .window_attention_tiles import DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, prune_dkdv, prune_dq, prune_fwd
 
@@ -92,8 +93,8 @@ def _np2(n: int) -> int:
 def _dtype_reason(dtype, head_dim, device_type) -> Optional[str]:
     if dtype not in _DTYPES:
         return f"dtype {dtype} is not supported (float16, bfloat16, float32)"
-    if dtype == torch.bfloat16 and device_type == "cpu":
-        return "bfloat16 tl.dot is broken in the Triton CPU interpreter"
+    if dtype == torch.bfloat16 and device_type == "cpu" and not interpreter_dot.installed():
+        return "bfloat16 tl.dot is broken in this Triton's CPU interpreter (fastwin's interpreter dot is not installed)"
     if not 1 <= int(head_dim) <= MAX_HEAD_DIM:
         return f"head_dim {head_dim} is not supported (1 to {MAX_HEAD_DIM})"
     return None
