@@ -23,6 +23,7 @@ changes nothing else, and nothing at all on a GPU.
 from __future__ import annotations
 
 import numpy as np
+import triton.language as tl
 
 __all__ = ["install", "installed"]
 
@@ -30,12 +31,12 @@ _installed = []
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
 
 
-def _operand(h, bf16) -> "np.ndarray | None":
+def _operand(h) -> "np.ndarray | None":
     """A dot operand's values in fp32 (exact for fp16 and bf16), or None for what the GPU path would not
     take here (fp8, integers). The interpreter keeps bf16 as raw uint16 bits: they are the top half of fp32's."""
     if h.data.dtype in _FLOATS:
         return h.data.astype(np.float32)
-    if h.dtype.scalar == bf16 and h.data.dtype == np.uint16:
+    if h.dtype.scalar == tl.bfloat16 and h.data.dtype == np.uint16:
         return (h.data.astype(np.uint32) << 16).view(np.float32)
     return None
 
@@ -58,10 +59,9 @@ def install() -> bool:
     if builder is None or fma is None or not hasattr(builder, "create_dot"):
         return False
     plain = builder.create_dot
-    import triton.language as tl
 
     def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        x, y = _operand(a, tl.bfloat16), _operand(b, tl.bfloat16)
+        x, y = _operand(a), _operand(b)
         if d.data.dtype != np.float32 or x is None or y is None or x.ndim != 2 or y.ndim != 2:
             return plain(self, a, b, d, input_precision, max_num_imprecise_acc)
         acc = np.ascontiguousarray(np.broadcast_to(d.data, (x.shape[0], y.shape[1])), dtype=np.float32)
